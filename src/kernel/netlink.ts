@@ -1,0 +1,183 @@
+/**
+ * The rtnetlink handle: one netlink socket bound, at creation, to one network namespace.
+ * After creation it works from anywhere (the socket stays in its namespace), so no code
+ * ever leaves the event-loop thread in a foreign namespace.
+ *
+ * Messages are built and parsed with node-netlink's rt structs; this layer adds what
+ * the library leaves to callers: errno-typed errors, a request timeout, one-at-a-time
+ * ordering per socket (the kernel runs one dump per socket and node-netlink groups
+ * multipart replies per socket, so overlapping requests could mix), and the single
+ * wrapper that retries dumps the kernel marks as interrupted (NLM_F_DUMP_INTR).
+ */
+import { getSystemErrorMap } from 'node:util';
+import { AttrStream, Flags, FlagsGet, Protocol, createNetlink, parseError } from 'netlink';
+import type { NetlinkSocket, StreamData } from 'netlink';
+import { ErrorCodes, PodnetError } from '../util/errors.js';
+import type { ErrorContext } from '../util/errors.js';
+import { nativeCall } from './native.js';
+import type { NetNS } from './netns.js';
+
+/** A netlink message as received: header fields plus the undecoded payload. */
+export interface RawMessage {
+  type: number;
+  flags: number;
+  seq: number;
+  data: Buffer;
+}
+
+/** NLM_F_* for new objects. */
+export const NLM_F = {
+  REQUEST: Flags.REQUEST,
+  MULTI: Flags.MULTI,
+  ACK: Flags.ACK,
+  ECHO: Flags.ECHO,
+  DUMP_INTR: Flags.DUMP_INTR,
+  DUMP: FlagsGet.DUMP,
+  REPLACE: 0x100,
+  EXCL: 0x200,
+  CREATE: 0x400,
+  APPEND: 0x800,
+} as const;
+
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+
+export const DEFAULT_TIMEOUT_MS = 15_000;
+const DUMP_RETRIES = 8;
+
+/** Flattens node-netlink StreamData (what its format* functions return) into one Buffer. */
+export function streamToBuffer(data: StreamData): Buffer {
+  const s = new AttrStream();
+  s.emit(data);
+  return Buffer.concat(s.bufs);
+}
+
+/** Errno number -> [name, description], from libuv. */
+const errnoMap = getSystemErrorMap();
+
+export function errnoName(errno: number): string {
+  return errnoMap.get(-Math.abs(errno))?.[0] ?? `errno ${Math.abs(errno)}`;
+}
+
+function errnoText(errno: number): string {
+  return errnoMap.get(-Math.abs(errno))?.[1] ?? `errno ${Math.abs(errno)}`;
+}
+
+/** What a request is for, used in error messages: "adding route 10.244.2.0/24". */
+export interface RequestInfo {
+  what: string;
+  context?: ErrorContext;
+}
+
+export class NetlinkHandle {
+  /** The namespace the socket lives in; undefined = the namespace the process started in. */
+  readonly netns: NetNS | undefined;
+  private readonly sock: NetlinkSocket;
+  private tail: Promise<unknown> = Promise.resolve();
+  private closedFlag = false;
+  timeoutMs = DEFAULT_TIMEOUT_MS;
+
+  private constructor(sock: NetlinkSocket, netns: NetNS | undefined) {
+    this.sock = sock;
+    this.netns = netns;
+    // Nothing to do with unsolicited messages: we never join multicast groups here.
+    sock.on('error', () => undefined);
+  }
+
+  /** Opens an rtnetlink socket inside `netns` (or in the current namespace). */
+  static open(netns?: NetNS): NetlinkHandle {
+    const make = () => createNetlink(Protocol.ROUTE);
+    const sock = netns
+      ? nativeCall('opening a netlink socket', { netns: netns.label }, () => netns.run(make))
+      : make();
+    return new NetlinkHandle(sock, netns);
+  }
+
+  get label(): string {
+    return this.netns?.label ?? 'host';
+  }
+
+  /**
+   * Sends one request with NLM_F_REQUEST|NLM_F_ACK and resolves with the reply messages
+   * (empty for a plain ACK). A kernel error becomes a PODNET_NETLINK error with `errno`.
+   */
+  request(type: number, body: Uint8Array[], flags: number, info: RequestInfo): Promise<RawMessage[]> {
+    return this.serial(() => this.requestNow(type, body, flags, info));
+  }
+
+  /** A dump request (NLM_F_DUMP), retried while the kernel flags it as interrupted. */
+  dump(type: number, body: Uint8Array[], info: RequestInfo): Promise<RawMessage[]> {
+    return this.serial(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const msgs = await this.requestNow(type, body, NLM_F.DUMP, info);
+        if (!msgs.some((m) => m.flags & NLM_F.DUMP_INTR)) return msgs;
+        if (attempt >= DUMP_RETRIES) {
+          throw new PodnetError(ErrorCodes.DUMP_INTERRUPTED, `${info.what}: the dump was interrupted ${attempt} times by concurrent changes`, { netns: this.label, ...info.context });
+        }
+      }
+    });
+  }
+
+  close(): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    this.sock.close();
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async requestNow(type: number, body: Uint8Array[], flags: number, info: RequestInfo): Promise<RawMessage[]> {
+    if (this.closedFlag) {
+      throw new PodnetError(ErrorCodes.NETLINK, `${info.what}: the netlink handle is closed`, { netns: this.label, ...info.context });
+    }
+    let reply: { type: number; flags: number; seq: number; data: Buffer }[];
+    try {
+      [reply] = await this.sock.request(type, body, { flags, timeout: this.timeoutMs, checkError: false });
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (/timeout/i.test(msg)) {
+        throw new PodnetError(ErrorCodes.NETLINK_TIMEOUT, `${info.what}: no answer from the kernel in ${this.timeoutMs} ms`, { netns: this.label, ...info.context }, { cause: e });
+      }
+      throw new PodnetError(ErrorCodes.NETLINK, `${info.what}: ${msg}`, { netns: this.label, ...info.context }, { cause: e });
+    }
+    const out: RawMessage[] = [];
+    for (const m of reply) {
+      if (m.type === NLMSG_ERROR) {
+        const { errno } = parseError(m.data, m.flags);
+        if (errno !== 0) throw kernelError(errno, info, this.label);
+        continue;
+      }
+      if (m.type === NLMSG_DONE) {
+        // A dump that failed half-way reports the error in DONE's payload.
+        if (m.data.length >= 4) {
+          const errno = m.data.readInt32LE(0);
+          if (errno < 0) throw kernelError(errno, info, this.label);
+        }
+        continue;
+      }
+      out.push({ type: m.type, flags: m.flags, seq: m.seq, data: m.data });
+    }
+    return out;
+  }
+}
+
+function kernelError(errno: number, info: RequestInfo, netns: string): PodnetError {
+  const name = errnoName(errno);
+  if (name === 'EPERM' || name === 'EACCES') {
+    return new PodnetError(ErrorCodes.PERMISSION, `${info.what}: operation not permitted (podnet must run as root)`, { netns, ...info.context }, { errno: name });
+  }
+  return new PodnetError(ErrorCodes.NETLINK, `${info.what}: ${errnoText(errno)}`, { netns, ...info.context }, { errno: name });
+}
+
+/** True for a PODNET_NETLINK error whose errno is one of `names`. */
+export function isErrno(e: unknown, ...names: string[]): e is PodnetError {
+  return e instanceof PodnetError && e.errno !== undefined && names.includes(e.errno);
+}
