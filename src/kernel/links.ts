@@ -164,16 +164,9 @@ export class LinkOps {
   async add(spec: LinkSpec): Promise<Link> {
     validateSpec(spec);
     if (spec.kind === 'tun') return this.addTun(spec);
-    const data: rt.Link = {};
-    if (spec.up !== undefined) {
-      data.flags = spec.up ? { up: true } : {};
-      data.change = { up: true };
-    }
-    const attrs: ifla.LinkAttrs = { ifname: spec.name };
-    if (spec.mtu !== undefined) attrs.mtu = spec.mtu;
-    if (spec.mac !== undefined) attrs.address = macToBytes(spec.mac);
-    if (spec.master) attrs.master = await this.indexOf(spec.master);
-    attrs.linkinfo = await this.linkInfoFor(spec);
+    const masterIndex = spec.master ? await this.indexOf(spec.master) : undefined;
+    const devIndex = spec.kind === 'vxlan' && spec.dev !== undefined ? await this.indexOf(spec.dev) : undefined;
+    const { data, attrs } = encodeLinkAdd(spec, { masterIndex, devIndex });
     try {
       await this.h.request(RTM_NEWLINK, msg(data, attrs), NLM_F.CREATE | NLM_F.EXCL, {
         what: `creating ${spec.kind} link ${spec.name}`,
@@ -189,6 +182,8 @@ export class LinkOps {
       }
       throw e;
     }
+    // Not NLM_F_ECHO: the kernel echoes before it enslaves the link, and node-netlink
+    // would resolve on the echo without waiting for the final ACK.
     return this.require(spec.name);
   }
 
@@ -321,36 +316,6 @@ export class LinkOps {
     }
   }
 
-  private async linkInfoFor(spec: Exclude<LinkSpec, TunSpec>): Promise<Buffer> {
-    switch (spec.kind) {
-      case 'veth': {
-        const p = spec.peer;
-        const peerAttrs: ifla.LinkAttrs = { ifname: p.name };
-        if (p.netns) peerAttrs.netNsFd = p.netns.fd;
-        if (p.mac !== undefined) peerAttrs.address = macToBytes(p.mac, 'peer mac');
-        const mtu = p.mtu ?? spec.mtu;
-        if (mtu !== undefined) peerAttrs.mtu = mtu;
-        return linkInfo('veth', vethInfoData({}, peerAttrs));
-      }
-      case 'vxlan': {
-        const v: ifla.Vxlan = {
-          id: spec.vni,
-          port: u16be(spec.port ?? VXLAN_DEFAULT_PORT),
-          learning: spec.learning ? 1 : 0,
-        };
-        if (spec.local !== undefined) {
-          if (familyOf(spec.local) === 4) v.local = ipToBytes(spec.local);
-          else v.local6 = ipToBytes(spec.local);
-        }
-        if (spec.dev !== undefined) v.link = await this.indexOf(spec.dev);
-        return linkInfo('vxlan', vxlanInfoData(v));
-      }
-      case 'bridge':
-      case 'dummy':
-        return linkInfo(spec.kind);
-    }
-  }
-
   /** Equivalent to `ip tuntap add dev NAME mode tun` (+ mtu / up through netlink). */
   private async addTun(spec: TunSpec): Promise<Link> {
     if (await this.get(spec.name)) {
@@ -363,6 +328,57 @@ export class LinkOps {
     const link = await this.require(spec.name);
     const { kind: _k, name: _n, ...rest } = spec;
     return this.converge(link, { ...rest, kind: 'tun', name: spec.name }, {});
+  }
+}
+
+/**
+ * The ifinfomsg + attributes that create `spec` in one RTM_NEWLINK (pure; indexes of the
+ * master bridge and of a vxlan's underlay device are resolved by the caller).
+ */
+export function encodeLinkAdd(
+  spec: Exclude<LinkSpec, TunSpec>,
+  resolved: { masterIndex?: number | undefined; devIndex?: number | undefined } = {},
+): { data: rt.Link; attrs: ifla.LinkAttrs } {
+  const data: rt.Link = {};
+  if (spec.up !== undefined) {
+    data.flags = spec.up ? { up: true } : {};
+    data.change = { up: true };
+  }
+  const attrs: ifla.LinkAttrs = { ifname: spec.name };
+  if (spec.mtu !== undefined) attrs.mtu = spec.mtu;
+  if (spec.mac !== undefined) attrs.address = macToBytes(spec.mac);
+  if (resolved.masterIndex !== undefined) attrs.master = resolved.masterIndex;
+  attrs.linkinfo = linkInfoFor(spec, resolved.devIndex);
+  return { data, attrs };
+}
+
+function linkInfoFor(spec: Exclude<LinkSpec, TunSpec>, devIndex: number | undefined): Buffer {
+  switch (spec.kind) {
+    case 'veth': {
+      const p = spec.peer;
+      const peerAttrs: ifla.LinkAttrs = { ifname: p.name };
+      if (p.netns) peerAttrs.netNsFd = p.netns.fd;
+      if (p.mac !== undefined) peerAttrs.address = macToBytes(p.mac, 'peer mac');
+      const mtu = p.mtu ?? spec.mtu;
+      if (mtu !== undefined) peerAttrs.mtu = mtu;
+      return linkInfo('veth', vethInfoData({}, peerAttrs));
+    }
+    case 'vxlan': {
+      const v: ifla.Vxlan = {
+        id: spec.vni,
+        port: u16be(spec.port ?? VXLAN_DEFAULT_PORT),
+        learning: spec.learning ? 1 : 0,
+      };
+      if (spec.local !== undefined) {
+        if (familyOf(spec.local) === 4) v.local = ipToBytes(spec.local);
+        else v.local6 = ipToBytes(spec.local);
+      }
+      if (devIndex !== undefined) v.link = devIndex;
+      return linkInfo('vxlan', vxlanInfoData(v));
+    }
+    case 'bridge':
+    case 'dummy':
+      return linkInfo(spec.kind);
   }
 }
 
@@ -382,7 +398,7 @@ function validateSpec(spec: LinkSpec): void {
 }
 
 /** Builds the body (ifinfomsg + attributes) of a link message. */
-function msg(data: rt.Link, attrs: ifla.LinkAttrs): Uint8Array[] {
+export function msg(data: rt.Link, attrs: ifla.LinkAttrs): Uint8Array[] {
   const s = new AttrStream();
   rt.formatLinkMessage({ kind: 'link', data, attrs }, s);
   return s.bufs;

@@ -45,11 +45,17 @@ const NLMSG_DONE = 3;
 export const DEFAULT_TIMEOUT_MS = 15_000;
 const DUMP_RETRIES = 8;
 
-/** Flattens node-netlink StreamData (what its format* functions return) into one Buffer. */
+/**
+ * Flattens node-netlink StreamData (what its format* functions return) into one Buffer,
+ * padded to 4 bytes like iproute2's nests (the library pads between attributes only, so a
+ * nested payload would otherwise end unaligned).
+ */
 export function streamToBuffer(data: StreamData): Buffer {
   const s = new AttrStream();
   s.emit(data);
-  return Buffer.concat(s.bufs);
+  const out = Buffer.concat(s.bufs);
+  const pad = (4 - (out.length % 4)) % 4;
+  return pad ? Buffer.concat([out, Buffer.alloc(pad)]) : out;
 }
 
 /** Errno number -> [name, description], from libuv. */

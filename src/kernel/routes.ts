@@ -144,42 +144,51 @@ export class RouteOps {
   }
 
   private async encode(spec: RouteSpec, forDelete: boolean): Promise<{ data: rt.Route; attrs: rt.RouteAttrs }> {
-    const via = spec.via === undefined ? undefined : parseIP(spec.via, 'via');
-    let family: Family | undefined = spec.family;
-    let dst: Cidr | undefined;
-    if (spec.dst !== 'default') {
-      dst = Cidr.parse(spec.dst, 'dst');
-      family = dst.family;
-    }
-    family ??= via ? familyOf(via) : undefined;
-    if (!family) {
-      throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'route to "default" needs a gateway (via) or an explicit family', { field: 'family' });
-    }
-    if (via && familyOf(via) !== family) {
-      throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `gateway ${via} is not an IPv${family} address like the destination ${spec.dst}`, { field: 'via' });
-    }
-    const table = spec.table ?? RT_TABLE_MAIN;
-    validateInt(table, 'table', 1, 0xffffffff);
-    const type = spec.type ?? 'unicast';
-    const scope = spec.scope ?? (type === 'unicast' && !via && spec.dev !== undefined ? 'link' : type === 'local' ? 'host' : 'universe');
-    const data: rt.Route = {
-      family: familyToAf(family),
-      dstLen: dst ? dst.prefix : 0,
-      table: table < 256 ? table : 252,
-      protocol: forDelete ? 0 : (spec.protocol ?? RTPROT.boot),
-      scope: forDelete ? SCOPES.nowhere : SCOPES[scope],
-      type: ROUTE_TYPES[type],
-    };
-    if (spec.onlink) data.flags = { __unknown: RTNH_F_ONLINK };
-    const attrs: rt.RouteAttrs = { table };
-    if (dst) attrs.dst = ipToBytes(dst.network);
-    if (via) attrs.gateway = ipToBytes(via);
-    if (spec.dev !== undefined) attrs.oif = await this.links.indexOf(spec.dev);
-    if (spec.metric !== undefined) attrs.priority = validateInt(spec.metric, 'metric', 0, 0xffffffff);
-    if (spec.src !== undefined) attrs.prefsrc = ipToBytes(parseIP(spec.src, 'src'));
-    if (spec.mtu !== undefined) attrs.metrics = { mtu: u32(validateInt(spec.mtu, 'mtu', 68, 65535)) };
-    return { data, attrs };
+    const oif = spec.dev === undefined ? undefined : await this.links.indexOf(spec.dev);
+    return encodeRoute(spec, oif, forDelete);
   }
+}
+
+/**
+ * The rtmsg + attributes of a route request (pure; `oif` is the resolved `dev`).
+ * For a delete, protocol and scope are wildcards so any matching route goes.
+ */
+export function encodeRoute(spec: RouteSpec, oif: number | undefined, forDelete = false): { data: rt.Route; attrs: rt.RouteAttrs } {
+  const via = spec.via === undefined ? undefined : parseIP(spec.via, 'via');
+  let family: Family | undefined = spec.family;
+  let dst: Cidr | undefined;
+  if (spec.dst !== 'default') {
+    dst = Cidr.parse(spec.dst, 'dst');
+    family = dst.family;
+  }
+  family ??= via ? familyOf(via) : undefined;
+  if (!family) {
+    throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'route to "default" needs a gateway (via) or an explicit family', { field: 'family' });
+  }
+  if (via && familyOf(via) !== family) {
+    throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `gateway ${via} is not an IPv${family} address like the destination ${spec.dst}`, { field: 'via' });
+  }
+  const table = spec.table ?? RT_TABLE_MAIN;
+  validateInt(table, 'table', 1, 0xffffffff);
+  const type = spec.type ?? 'unicast';
+  const scope = spec.scope ?? (type === 'unicast' && !via && spec.dev !== undefined ? 'link' : type === 'local' ? 'host' : 'universe');
+  const data: rt.Route = {
+    family: familyToAf(family),
+    dstLen: dst ? dst.prefix : 0,
+    table: table < 256 ? table : 252,
+    protocol: forDelete ? 0 : (spec.protocol ?? RTPROT.boot),
+    scope: forDelete ? SCOPES.nowhere : SCOPES[scope],
+    type: ROUTE_TYPES[type],
+  };
+  if (spec.onlink) data.flags = { __unknown: RTNH_F_ONLINK };
+  const attrs: rt.RouteAttrs = { table };
+  if (dst) attrs.dst = ipToBytes(dst.network);
+  if (via) attrs.gateway = ipToBytes(via);
+  if (oif !== undefined) attrs.oif = oif;
+  if (spec.metric !== undefined) attrs.priority = validateInt(spec.metric, 'metric', 0, 0xffffffff);
+  if (spec.src !== undefined) attrs.prefsrc = ipToBytes(parseIP(spec.src, 'src'));
+  if (spec.mtu !== undefined) attrs.metrics = { mtu: u32(validateInt(spec.mtu, 'mtu', 68, 65535)) };
+  return { data, attrs };
 }
 
 function describe(spec: RouteSpec): string {
