@@ -75,15 +75,22 @@ export interface RequestInfo {
   context?: ErrorContext;
 }
 
+/** The part of node-netlink's NetlinkSocket the handle uses (a fake one in unit tests). */
+export interface RequestSocket {
+  request: NetlinkSocket['request'];
+  close(): void;
+  on(event: 'error', listener: (e: Error) => void): unknown;
+}
+
 export class NetlinkHandle {
   /** The namespace the socket lives in; undefined = the namespace the process started in. */
   readonly netns: NetNS | undefined;
-  private readonly sock: NetlinkSocket;
+  private readonly sock: RequestSocket;
   private tail: Promise<unknown> = Promise.resolve();
   private closedFlag = false;
   timeoutMs = DEFAULT_TIMEOUT_MS;
 
-  private constructor(sock: NetlinkSocket, netns: NetNS | undefined) {
+  private constructor(sock: RequestSocket, netns: NetNS | undefined) {
     this.sock = sock;
     this.netns = netns;
     // Nothing to do with unsolicited messages: we never join multicast groups here.
@@ -96,6 +103,11 @@ export class NetlinkHandle {
     const sock = netns
       ? nativeCall('opening a netlink socket', { netns: netns.label }, () => netns.run(make))
       : make();
+    return new NetlinkHandle(sock, netns);
+  }
+
+  /** A handle over an already-open socket (tests use a fake one). */
+  static fromSocket(sock: RequestSocket, netns?: NetNS): NetlinkHandle {
     return new NetlinkHandle(sock, netns);
   }
 

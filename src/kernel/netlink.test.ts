@@ -1,0 +1,112 @@
+/**
+ * The netlink handle without a kernel: a fake socket answers requests, so error mapping,
+ * the dump-interruption retry and request ordering are checked without root.
+ */
+import { describe, expect, it } from 'vitest';
+import { NetlinkHandle, NLM_F } from './netlink.js';
+import type { RawMessage, RequestSocket } from './netlink.js';
+import { PodnetError } from '../util/errors.js';
+
+type Reply = RawMessage[] | Error;
+
+function errorMsg(errno: number): RawMessage {
+  // struct nlmsgerr: int error; struct nlmsghdr msg (16 bytes)
+  const data = Buffer.alloc(20);
+  data.writeInt32LE(errno, 0);
+  data.writeUInt32LE(16, 4);
+  return { type: 2, flags: 0x100, seq: 1, data };
+}
+
+function fakeSocket(replies: Reply[]) {
+  const calls: { type: number; flags: number }[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const sock: RequestSocket = {
+    async request(type: number, _data: unknown, options?: { flags?: number }) {
+      calls.push({ type, flags: Number(options?.flags ?? 0) });
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      const next = replies.shift();
+      if (next === undefined) throw new Error('fake socket: no reply queued');
+      if (next instanceof Error) throw next;
+      return [next, { port: 0, groups: 0 }] as never;
+    },
+    close() {},
+    on() {
+      return undefined;
+    },
+  };
+  return { sock, calls, maxInFlight: () => maxInFlight };
+}
+
+const linkMsg = (flags: number = NLM_F.MULTI): RawMessage => ({ type: 16, flags, seq: 1, data: Buffer.alloc(16) });
+
+describe('NetlinkHandle', () => {
+  it('turns NLMSG_ERROR into a PODNET_NETLINK error with the errno name and context', async () => {
+    const { sock } = fakeSocket([[errorMsg(-17)]]);
+    const h = NetlinkHandle.fromSocket(sock);
+    const err = await h.request(16, [], NLM_F.CREATE | NLM_F.EXCL, { what: 'creating bridge link br0', context: { link: 'br0' } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PodnetError);
+    expect(err).toMatchObject({ code: 'PODNET_NETLINK', errno: 'EEXIST', context: { netns: 'host', link: 'br0' } });
+    expect(String(err)).toBe('PODNET_NETLINK: creating bridge link br0: file already exists (netns=host, link=br0)');
+  });
+
+  it('maps EPERM to PODNET_PERMISSION with a hint', async () => {
+    const { sock } = fakeSocket([[errorMsg(-1)]]);
+    const err = await NetlinkHandle.fromSocket(sock).request(16, [], 0, { what: 'x' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PODNET_PERMISSION', errno: 'EPERM' });
+    expect(String(err)).toMatch(/must run as root/);
+  });
+
+  it('an ACK (errno 0) resolves with no messages; replies pass through', async () => {
+    const { sock, calls } = fakeSocket([[errorMsg(0)], [linkMsg(0)]]);
+    const h = NetlinkHandle.fromSocket(sock);
+    expect(await h.request(16, [], 0, { what: 'x' })).toEqual([]);
+    expect(await h.request(18, [], 0, { what: 'y' })).toHaveLength(1);
+    expect(calls.map((c) => c.type)).toEqual([16, 18]);
+  });
+
+  it('retries a dump while the kernel marks it interrupted, then returns the clean one', async () => {
+    const { sock, calls } = fakeSocket([[linkMsg(), linkMsg(NLM_F.MULTI | NLM_F.DUMP_INTR)], [linkMsg(NLM_F.MULTI | NLM_F.DUMP_INTR)], [linkMsg(), linkMsg(), linkMsg()]]);
+    const msgs = await NetlinkHandle.fromSocket(sock).dump(18, [], { what: 'listing links' });
+    expect(msgs).toHaveLength(3);
+    expect(calls).toHaveLength(3);
+    expect(calls.every((c) => (c.flags & NLM_F.DUMP) === NLM_F.DUMP)).toBe(true);
+  });
+
+  it('gives up after repeated interruptions with PODNET_DUMP_INTERRUPTED', async () => {
+    const { sock, calls } = fakeSocket(Array.from({ length: 20 }, () => [linkMsg(NLM_F.MULTI | NLM_F.DUMP_INTR)]));
+    const err = await NetlinkHandle.fromSocket(sock).dump(18, [], { what: 'listing links' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PODNET_DUMP_INTERRUPTED' });
+    expect(calls).toHaveLength(8);
+  });
+
+  it('reports a timeout as PODNET_NETLINK_TIMEOUT', async () => {
+    const { sock } = fakeSocket([new Error('Timeout has been reached')]);
+    const err = await NetlinkHandle.fromSocket(sock).request(16, [], 0, { what: 'creating link x' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PODNET_NETLINK_TIMEOUT' });
+  });
+
+  it('runs one request at a time per socket, in order, even when one fails', async () => {
+    const { sock, calls, maxInFlight } = fakeSocket([[errorMsg(0)], [errorMsg(-19)], [errorMsg(0)], [linkMsg(0)]]);
+    const h = NetlinkHandle.fromSocket(sock);
+    const results = await Promise.allSettled([
+      h.request(1, [], 0, { what: 'a' }),
+      h.request(2, [], 0, { what: 'b' }),
+      h.request(3, [], 0, { what: 'c' }),
+      h.dump(4, [], { what: 'd' }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect(calls.map((c) => c.type)).toEqual([1, 2, 3, 4]);
+    expect(maxInFlight()).toBe(1);
+  });
+
+  it('refuses requests after close', async () => {
+    const { sock } = fakeSocket([]);
+    const h = NetlinkHandle.fromSocket(sock);
+    h.close();
+    await expect(h.request(16, [], 0, { what: 'x' })).rejects.toThrow(/handle is closed/);
+  });
+});
