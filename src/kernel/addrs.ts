@@ -3,7 +3,7 @@
  */
 import { AttrStream, rt } from 'netlink';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
-import { Cidr, ipFromBytes, ipToBytes, parseInterfaceAddress } from '../util/ipnet.js';
+import { ipFromBytes, ipToBytes, parseInterfaceAddress } from '../util/ipnet.js';
 import type { Family } from '../util/ipnet.js';
 import { AF_INET, AF_INET6, familyToAf } from './attrs.js';
 import type { LinkOps } from './links.js';
@@ -102,9 +102,7 @@ export class AddrOps {
     const index = await this.links.indexOf(dev);
     const bytes = ipToBytes(a.ip);
     const attrs: rt.AddressAttrs = { local: bytes, address: bytes };
-    if (a.family === 4 && a.prefix < 31) {
-      attrs.broadcast = ipToBytes(Cidr.parse(`${a.ip}/${a.prefix}`, 'address', { strict: false }).last);
-    }
+    if (a.family === 4 && a.prefix < 31) attrs.broadcast = ipv4Broadcast(bytes, a.prefix);
     const fl: rt.AddressFlags = {};
     if (opts.nodad) fl.nodad = true;
     if (opts.noprefixroute) fl.noprefixroute = true;
@@ -134,4 +132,12 @@ export function parseAddr(data: Buffer): Addr | undefined {
       .filter(([k, v]) => k !== '__unknown' && v === true)
       .map(([k]) => k),
   };
+}
+
+/** The all-ones host part of an IPv4 address (what `ip addr add ... brd +` sets). */
+export function ipv4Broadcast(addr: Buffer, prefix: number): Buffer {
+  const host = prefix === 0 ? 0xffffffff : (0xffffffff >>> prefix) >>> 0;
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE((addr.readUInt32BE(0) | host) >>> 0);
+  return out;
 }

@@ -8,7 +8,7 @@ import { AttrStream, ifla, rt } from 'netlink';
 import { encodeLinkAdd, msg, parseLink } from './links.js';
 import { encodeRoute, parseRoute } from './routes.js';
 import { parseFdb, parseNeigh } from './neigh.js';
-import { parseAddr } from './addrs.js';
+import { ipv4Broadcast, parseAddr } from './addrs.js';
 import { errnoName } from './netlink.js';
 import { linkInfo, macToBytes, u16be, u32 } from './attrs.js';
 import type { NetNS } from './netns.js';
@@ -148,5 +148,19 @@ describe('errno names', () => {
     expect(errnoName(-17)).toBe('EEXIST');
     expect(errnoName(19)).toBe('ENODEV');
     expect(errnoName(-3)).toBe('ESRCH');
+  });
+});
+
+describe('ipv4Broadcast', () => {
+  it.each([
+    ['10.244.1.2', 24, '10.244.1.255'],
+    ['10.244.1.2', 16, '10.244.255.255'],
+    ['10.0.0.1', 8, '10.255.255.255'],
+    ['192.168.5.130', 25, '192.168.5.255'],
+    ['192.168.5.10', 25, '192.168.5.127'],
+    ['1.2.3.4', 0, '255.255.255.255'],
+    ['1.2.3.4', 30, '1.2.3.7'],
+  ])('%s/%i -> %s', (ip, prefix, brd) => {
+    expect([...ipv4Broadcast(Buffer.from(ip.split('.').map(Number)), prefix)].join('.')).toBe(brd);
   });
 });

@@ -37,6 +37,9 @@ function fakeSocket(replies: Reply[]) {
     on() {
       return undefined;
     },
+    address() {
+      return { port: 4242 };
+    },
   };
   return { sock, calls, maxInFlight: () => maxInFlight };
 }
@@ -89,18 +92,24 @@ describe('NetlinkHandle', () => {
     expect(err).toMatchObject({ code: 'PODNET_NETLINK_TIMEOUT' });
   });
 
-  it('runs one request at a time per socket, in order, even when one fails', async () => {
-    const { sock, calls, maxInFlight } = fakeSocket([[errorMsg(0)], [errorMsg(-19)], [errorMsg(0)], [linkMsg(0)]]);
+  it('pipelines requests in call order; a dump waits for them and later requests wait for the dump', async () => {
+    const { sock, calls, maxInFlight } = fakeSocket([[errorMsg(0)], [errorMsg(-19)], [errorMsg(0)], [linkMsg()], [errorMsg(0)]]);
     const h = NetlinkHandle.fromSocket(sock);
+    const sentBeforeDump: number[] = [];
     const results = await Promise.allSettled([
       h.request(1, [], 0, { what: 'a' }),
       h.request(2, [], 0, { what: 'b' }),
       h.request(3, [], 0, { what: 'c' }),
-      h.dump(4, [], { what: 'd' }),
+      h.dump(4, [], { what: 'd' }).then((r) => {
+        sentBeforeDump.push(calls.length);
+        return r;
+      }),
+      h.request(5, [], 0, { what: 'e' }),
     ]);
-    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
-    expect(calls.map((c) => c.type)).toEqual([1, 2, 3, 4]);
-    expect(maxInFlight()).toBe(1);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(calls.map((c) => c.type)).toEqual([1, 2, 3, 4, 5]);
+    expect(maxInFlight()).toBe(3); // the three requests were in flight together, the dump alone
+    expect(sentBeforeDump).toEqual([4]); // request 5 was not sent before the dump completed
   });
 
   it('refuses requests after close', async () => {

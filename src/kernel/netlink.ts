@@ -4,10 +4,15 @@
  * ever leaves the event-loop thread in a foreign namespace.
  *
  * Messages are built and parsed with node-netlink's rt structs; this layer adds what
- * the library leaves to callers: errno-typed errors, a request timeout, one-at-a-time
- * ordering per socket (the kernel runs one dump per socket and node-netlink groups
- * multipart replies per socket, so overlapping requests could mix), and the single
- * wrapper that retries dumps the kernel marks as interrupted (NLM_F_DUMP_INTR).
+ * the library leaves to callers: errno-typed errors, a request timeout, ordering, and
+ * the single wrapper that retries dumps the kernel marks as interrupted (NLM_F_DUMP_INTR).
+ *
+ * Ordering: requests are written to the socket in call order, and the kernel handles
+ * each one inside sendmsg(), so several requests may be in flight at once (pipelining:
+ * `await Promise.all([up, addr, route])` costs one round trip, and they still apply in
+ * that order). A dump is exclusive: it waits for requests in flight, and later requests
+ * wait for it, because the kernel runs one dump per socket and node-netlink groups
+ * multipart replies per socket.
  */
 import { getSystemErrorMap } from 'node:util';
 import { AttrStream, Flags, FlagsGet, Protocol, createNetlink, parseError } from 'netlink';
@@ -80,19 +85,26 @@ export interface RequestSocket {
   request: NetlinkSocket['request'];
   close(): void;
   on(event: 'error', listener: (e: Error) => void): unknown;
+  address(): { port: number };
 }
 
 export class NetlinkHandle {
   /** The namespace the socket lives in; undefined = the namespace the process started in. */
   readonly netns: NetNS | undefined;
   private readonly sock: RequestSocket;
-  private tail: Promise<unknown> = Promise.resolve();
+  /** Requests in flight (settled or not) since the last dump. */
+  private inFlight = new Set<Promise<unknown>>();
+  /** The last dump (requests issued after it wait for it). */
+  private dumpTail: Promise<unknown> | undefined;
   private closedFlag = false;
+  /** Our netlink port id, read once (node-netlink would call getsockname on every send). */
+  private readonly port: number;
   timeoutMs = DEFAULT_TIMEOUT_MS;
 
   private constructor(sock: RequestSocket, netns: NetNS | undefined) {
     this.sock = sock;
     this.netns = netns;
+    this.port = sock.address().port;
     // Nothing to do with unsolicited messages: we never join multicast groups here.
     sock.on('error', () => undefined);
   }
@@ -120,12 +132,19 @@ export class NetlinkHandle {
    * (empty for a plain ACK). A kernel error becomes a PODNET_NETLINK error with `errno`.
    */
   request(type: number, body: Uint8Array[], flags: number, info: RequestInfo): Promise<RawMessage[]> {
-    return this.serial(() => this.requestNow(type, body, flags, info));
+    const dump = this.dumpTail;
+    // No dump pending: send now, synchronously, so call order is wire order.
+    const p = dump ? dump.then(() => this.requestNow(type, body, flags, info)) : this.requestNow(type, body, flags, info);
+    this.track(p);
+    return p;
   }
 
   /** A dump request (NLM_F_DUMP), retried while the kernel flags it as interrupted. */
   dump(type: number, body: Uint8Array[], info: RequestInfo): Promise<RawMessage[]> {
-    return this.serial(async () => {
+    const before = [...this.inFlight, ...(this.dumpTail ? [this.dumpTail] : [])];
+    this.inFlight = new Set();
+    const run = async () => {
+      await Promise.allSettled(before);
       for (let attempt = 1; ; attempt++) {
         const msgs = await this.requestNow(type, body, NLM_F.DUMP, info);
         if (!msgs.some((m) => m.flags & NLM_F.DUMP_INTR)) return msgs;
@@ -133,7 +152,14 @@ export class NetlinkHandle {
           throw new PodnetError(ErrorCodes.DUMP_INTERRUPTED, `${info.what}: the dump was interrupted ${attempt} times by concurrent changes`, { netns: this.label, ...info.context });
         }
       }
+    };
+    const p = run();
+    const tail = p.catch(() => undefined);
+    this.dumpTail = tail;
+    void tail.then(() => {
+      if (this.dumpTail === tail) this.dumpTail = undefined;
     });
+    return p;
   }
 
   close(): void {
@@ -146,10 +172,10 @@ export class NetlinkHandle {
     return this.closedFlag;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn, fn);
-    this.tail = run.catch(() => undefined);
-    return run;
+  private track(p: Promise<unknown>): void {
+    const settled = p.catch(() => undefined);
+    this.inFlight.add(settled);
+    void settled.then(() => this.inFlight.delete(settled));
   }
 
   private async requestNow(type: number, body: Uint8Array[], flags: number, info: RequestInfo): Promise<RawMessage[]> {
@@ -158,7 +184,7 @@ export class NetlinkHandle {
     }
     let reply: { type: number; flags: number; seq: number; data: Buffer }[];
     try {
-      [reply] = await this.sock.request(type, body, { flags, timeout: this.timeoutMs, checkError: false });
+      [reply] = await this.sock.request(type, body, { flags, timeout: this.timeoutMs, checkError: false, localPort: this.port });
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       if (/timeout/i.test(msg)) {

@@ -66,7 +66,8 @@ export class NetNS {
         throw e;
       });
     }
-    return NetNS.open(path, name);
+    // Just made by us: no need to check the type as open() does.
+    return new NetNS(name, path, openSync(path, 'r'));
   }
 
   /** Creates the namespace unless it exists; either way returns a handle. */
