@@ -71,6 +71,13 @@ t.test('veth across two namespaces, bridge, addresses, routes', { skip }, async 
   const addrs = await p.addrs.list({ dev: 'eth0' });
   t.same(addrs.filter((a) => a.scope === 0).map((a) => `${a.ip}/${a.prefix}`).sort(), ['10.244.1.2/24', 'fd00:10:244:1::2/64']);
 
+  // route lookups, as `ip route get` does them
+  const viaOnlink = await h.routes.get('10.244.2.7');
+  t.match(viaOnlink, { dst: '10.244.2.7/32', via: '10.244.1.254', devIndex: br.index }, 'route get follows the onlink route');
+  t.match(await h.routes.get('10.244.2.7', { fibMatch: true }), { dst: '10.244.2.0/24', via: '10.244.1.254', onlink: true }, 'fibmatch returns the FIB entry');
+  t.match(await p.routes.get('203.0.113.9'), { via: '10.244.1.1' }, 'the pod default route answers for anything else');
+  t.equal(await h.routes.get('192.0.2.1'), undefined, 'no route: undefined (ip says "Network is unreachable")');
+
   // real packets: the pod reaches its gateway on both families
   await sh(pod, 'ping', ['-c1', '-W2', '10.244.1.1']);
   await sh(pod, 'ping', ['-6', '-c1', '-W2', 'fd00:10:244:1::1']);

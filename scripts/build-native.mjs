@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const prefix = resolve(dirname(process.execPath), '..');
-const args = [require.resolve('node-gyp/bin/node-gyp.js'), 'rebuild', '--directory', join(root, 'native')];
+const args = [require.resolve('node-gyp/bin/node-gyp.js'), 'rebuild', '--loglevel=warn', '--directory', join(root, 'native')];
 if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
 if (r.status !== 0) {

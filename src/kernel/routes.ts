@@ -99,6 +99,30 @@ export class RouteOps {
   }
 
   /**
+   * The route the kernel would use for `dst` (undefined when the network is unreachable).
+   * Equivalent to `ip route get DST [from SRC] [iif DEV]`; with `fibMatch`, the matching
+   * FIB entry itself (`ip route get fibmatch DST`).
+   */
+  async get(dst: string, opts: { src?: string; iif?: string | number; fibMatch?: boolean } = {}): Promise<Route | undefined> {
+    const ip = parseIP(dst, 'dst');
+    const family = familyOf(ip);
+    const attrs: rt.RouteAttrs = { dst: ipToBytes(ip) };
+    if (opts.src !== undefined) attrs.src = ipToBytes(parseIP(opts.src, 'src'));
+    if (opts.iif !== undefined) attrs.iif = await this.links.indexOf(opts.iif);
+    const data: rt.Route = { family: familyToAf(family), dstLen: family === 4 ? 32 : 128, ...(opts.src ? { srcLen: family === 4 ? 32 : 128 } : {}) };
+    if (opts.fibMatch) data.flags = { fibMatch: true };
+    const s = new AttrStream();
+    rt.formatRouteMessage({ kind: 'route', data, attrs }, s);
+    try {
+      const msgs = await this.h.request(RTM_GETROUTE, s.bufs, 0, { what: `looking up the route to ${ip}`, context: { dst: ip } });
+      return msgs[0] ? parseRoute(msgs[0].data) : undefined;
+    } catch (e) {
+      if (isErrno(e, 'ENETUNREACH', 'EHOSTUNREACH')) return undefined;
+      throw e;
+    }
+  }
+
+  /**
    * Installs the route, replacing one with the same destination / table / metric.
    * Equivalent to `ip route replace DST [via GW] [dev DEV] [onlink] [table T] [metric M]`.
    */
