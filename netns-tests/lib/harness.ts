@@ -242,3 +242,38 @@ export function readProcStat(pid: number): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * Runs the calling test file inside a private network namespace (with its own loopback),
+ * for tests that start servers — etcd, podnet api, kubectl's target — so that nothing
+ * listens or connects in the machine's root namespace.
+ *
+ *   if (await insideOwnNetns(import.meta.url, 'api')) { ...tests... }
+ *
+ * The first call (in the root namespace) creates `pnt-<pid>-<label>`, re-runs this same
+ * file inside it with stdio inherited (tap reads the child's TAP output as if it were its
+ * own), cleans up the namespace and every process left in it, exits with the child's
+ * status, and returns false. Inside, it returns true. Not root: returns true so tests can
+ * report themselves as skipped.
+ */
+export async function insideOwnNetns(fileUrl: string, label: string): Promise<boolean> {
+  if (process.env.PODNET_TEST_NETNS || !isRoot) return true;
+  const scope = new Scope(label);
+  const ns = await scope.netns('ns');
+  const file = new URL(fileUrl).pathname;
+  const { spawn } = await import('node:child_process');
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn('nsenter', ['--net=' + ns.path, '--', process.execPath, ...process.execArgv, file], {
+      stdio: 'inherit',
+      env: { ...process.env, PODNET_TEST_NETNS: ns.name ?? '' },
+    });
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    process.on('SIGTERM', forward);
+    child.on('exit', (c, s) => {
+      process.off('SIGTERM', forward);
+      resolve(c ?? (s ? 128 : 1));
+    });
+  });
+  await scope.cleanup();
+  process.exit(code);
+}
