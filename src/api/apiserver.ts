@@ -1,0 +1,190 @@
+/**
+ * `podnet api`: wiring only — store (SQLite or etcd), registry and watch cache, the
+ * controllers, and the HTTP(S) server — with an explicit `run(signal)`.
+ */
+import { createServer as createHttpServer } from 'node:http';
+import type { Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { Cidr } from '../util/ipnet.js';
+import type { Logger } from '../util/log.js';
+import { ClusterIPAllocator, PortAllocator } from './registry/allocators.js';
+import { Registry } from './registry/registry.js';
+import { WatchCache } from './registry/watchcache.js';
+import { EndpointSliceController } from './controllers/endpointslices.js';
+import { NodeLifecycleController } from './controllers/nodelifecycle.js';
+import { TerminatingPodCollector } from './controllers/podgc.js';
+import { AllocationRepair } from './controllers/repair.js';
+import { TokenAuthenticator } from './server/auth.js';
+import { createHandler } from './server/http.js';
+import { ApiMetrics } from './server/metrics.js';
+import { EtcdStore } from './store/etcd.js';
+import { SqliteStore } from './store/sqlite.js';
+import type { Store } from './store/types.js';
+
+export type Listen = { host: string; port: number } | { socketPath: string };
+
+export const CONTROLLERS = ['endpointslice', 'nodelifecycle', 'podgc', 'repair'] as const;
+export type ControllerName = (typeof CONTROLLERS)[number];
+
+export interface ApiServerOptions {
+  store: { kind: 'sqlite'; dataDir: string } | { kind: 'etcd'; endpoints: string[]; prefix?: string };
+  listen: Listen;
+  tls?: { certFile: string; keyFile: string };
+  serviceCIDRs: Cidr[];
+  nodePortRange: { min: number; max: number };
+  tokenFile?: string;
+  anonymousAdmin?: boolean;
+  disabledControllers?: ControllerName[];
+  nodeMonitorGracePeriodMs?: number;
+  nodeMonitorPeriodMs?: number;
+  watchCacheSize?: number;
+  bookmarkIntervalMs?: number;
+  log: Logger;
+}
+
+export class ApiServer {
+  private server: Server | undefined;
+  private store: Store | undefined;
+  private registry: Registry | undefined;
+  private readonly stops: (() => void)[] = [];
+  private readyFlag = false;
+
+  constructor(private readonly opts: ApiServerOptions) {}
+
+  /** Opens the store and starts serving. Resolves once listening. */
+  async start(): Promise<void> {
+    const o = this.opts;
+    const log = o.log;
+    if (o.anonymousAdmin && !isLoopbackListen(o.listen)) {
+      throw new Error('--allow-anonymous-admin is only allowed when listening on a loopback address or a unix socket');
+    }
+    const tokens = o.tokenFile ? TokenAuthenticator.fromFile(o.tokenFile) : undefined;
+    if (!tokens && !o.anonymousAdmin) log.warn('no --token-auth-file and no --allow-anonymous-admin: every request will be refused (401)');
+    this.store = o.store.kind === 'sqlite' ? SqliteStore.open(o.store.dataDir) : await EtcdStore.open({ endpoints: o.store.endpoints, ...(o.store.prefix ? { prefix: o.store.prefix } : {}) });
+    if (this.store instanceof SqliteStore) this.store.startCompaction();
+    const clusterIPs: Partial<Record<4 | 6, ClusterIPAllocator>> = {};
+    for (const c of o.serviceCIDRs) clusterIPs[c.family] = new ClusterIPAllocator(this.store, c);
+    const watchCache = new WatchCache(this.store, { ...(o.watchCacheSize ? { capacity: o.watchCacheSize } : {}) });
+    await watchCache.start();
+    this.stops.push(() => watchCache.stop());
+    const registry = new Registry({ store: this.store, watchCache, network: { clusterIPs, primary: o.serviceCIDRs[0]!.family, nodePorts: new PortAllocator(this.store, o.nodePortRange) } });
+    this.registry = registry;
+    await registry.bootstrap();
+
+    const disabled = new Set(o.disabledControllers ?? []);
+    if (!disabled.has('endpointslice')) {
+      const c = new EndpointSliceController(registry, log.child({ controller: 'endpointslice' }));
+      await c.start();
+      this.stops.push(() => c.stop());
+    }
+    if (!disabled.has('nodelifecycle')) {
+      const c = new NodeLifecycleController(registry, log.child({ controller: 'nodelifecycle' }), { ...(o.nodeMonitorGracePeriodMs ? { gracePeriodMs: o.nodeMonitorGracePeriodMs } : {}), ...(o.nodeMonitorPeriodMs ? { periodMs: o.nodeMonitorPeriodMs } : {}) });
+      await c.start();
+      this.stops.push(() => c.stop());
+    }
+    if (!disabled.has('podgc')) {
+      const c = new TerminatingPodCollector(registry, log.child({ controller: 'podgc' }));
+      await c.start();
+      this.stops.push(() => c.stop());
+    }
+    if (!disabled.has('repair')) {
+      const c = new AllocationRepair(registry, log.child({ controller: 'repair' }));
+      c.start();
+      this.stops.push(() => c.stop());
+    }
+
+    const metrics = new ApiMetrics({ processMetrics: true });
+    const handler = createHandler({ registry, tokens, anonymousAdmin: o.anonymousAdmin ?? false, log: log.child({ component: 'http' }), metrics, ...(o.bookmarkIntervalMs ? { bookmarkIntervalMs: o.bookmarkIntervalMs } : {}), ready: () => this.readyFlag });
+    this.server = o.tls ? createHttpsServer({ cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }, handler) : createHttpServer(handler);
+    this.server.keepAliveTimeout = 65_000;
+    this.server.headersTimeout = 66_000;
+    this.server.requestTimeout = 0; // watches are long
+    const server = this.server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if ('socketPath' in o.listen) {
+        rmSync(o.listen.socketPath, { force: true });
+        server.listen(o.listen.socketPath, () => resolve());
+      } else server.listen(o.listen.port, o.listen.host, () => resolve());
+    });
+    this.readyFlag = true;
+    log.info({ listen: this.url, store: this.store.backend, serviceCIDRs: o.serviceCIDRs.map(String), tls: !!o.tls }, 'podnet api serving');
+  }
+
+  /** Where clients reach it. */
+  get url(): string {
+    const a = this.server?.address();
+    const scheme = this.opts.tls ? 'https' : 'http';
+    if (!a) return '';
+    if (typeof a === 'string') return `unix:${a}`;
+    const info = a as AddressInfo;
+    return `${scheme}://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`;
+  }
+
+  get storeHandle(): Store | undefined {
+    return this.store;
+  }
+
+  get registryHandle(): Registry | undefined {
+    return this.registry;
+  }
+
+  /** Runs until `signal` aborts, then shuts down in order. */
+  async run(signal: AbortSignal): Promise<void> {
+    await this.start();
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    await this.stop();
+  }
+
+  async stop(): Promise<void> {
+    this.readyFlag = false;
+    for (const s of this.stops.splice(0).reverse()) s();
+    if (this.server) {
+      const server = this.server;
+      server.closeAllConnections?.();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    await this.store?.close();
+    this.opts.log.info('podnet api stopped');
+  }
+}
+
+function isLoopbackListen(l: Listen): boolean {
+  if ('socketPath' in l) return true;
+  const h = l.host;
+  return h === 'localhost' || (isIP(h) === 4 && h.startsWith('127.')) || h === '::1';
+}
+
+/** "127.0.0.1:6443", "[::1]:6443", "0.0.0.0:6443" or "unix:/run/podnet/api.sock". */
+export function parseListen(text: string): Listen {
+  if (text.startsWith('unix:')) {
+    const socketPath = text.slice(5);
+    if (!socketPath.startsWith('/')) throw new Error(`--listen ${JSON.stringify(text)}: the unix socket path must be absolute`);
+    return { socketPath };
+  }
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || !host || port > 65535 || (isIP(host) === 0 && host !== 'localhost')) throw new Error(`--listen ${JSON.stringify(text)} is not HOST:PORT (e.g. 127.0.0.1:6443, [::1]:6443) or unix:/path`);
+  return { host, port };
+}
+
+/** "10.96.0.0/12" or "10.96.0.0/12,fd00:10:96::/112" (at most one per family). */
+export function parseServiceCIDRs(text: string): Cidr[] {
+  const out = text.split(',').map((s) => s.trim()).filter(Boolean).map((s) => Cidr.parse(s, '--service-cidr'));
+  if (!out.length || out.length > 2 || (out.length === 2 && out[0]!.family === out[1]!.family)) {
+    throw new Error(`--service-cidr ${JSON.stringify(text)}: give one CIDR, or two of different families`);
+  }
+  for (const c of out) {
+    const hostBits = (c.family === 4 ? 32 : 128) - c.prefix;
+    if (hostBits < 2) throw new Error(`--service-cidr ${c}: the range is too small`);
+    if (c.family === 6 && hostBits > 64) throw new Error(`--service-cidr ${c}: an IPv6 service range must be /64 or smaller`);
+  }
+  return out;
+}

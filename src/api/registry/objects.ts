@@ -1,0 +1,65 @@
+/**
+ * Small object helpers of the registry: timestamps, uids, generated names, deep copies,
+ * canonical comparison, and the stored encoding (no apiVersion / kind / resourceVersion:
+ * those are stamped on the way out, resourceVersion from the store's modRevision).
+ */
+import { randomInt, randomUUID } from 'node:crypto';
+import type { KubeObject } from '../../client/types.js';
+
+/** RFC 3339 with second precision, as Kubernetes' metav1.Time serialises. */
+export function now(clock: () => number = Date.now): string {
+  return new Date(clock()).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** RFC 3339 with microseconds (metav1.MicroTime). */
+export function nowMicro(clock: () => number = Date.now): string {
+  return new Date(clock()).toISOString().replace(/Z$/, '000Z');
+}
+
+export function newUid(): string {
+  return randomUUID();
+}
+
+const GEN_CHARS = 'bcdfghjklmnpqrstvwxz2456789';
+
+/** generateName + 5 random characters, as the apiserver's name generator does. */
+export function generateName(base: string): string {
+  let s = base.length > 58 ? base.slice(0, 58) : base;
+  for (let i = 0; i < 5; i++) s += GEN_CHARS[randomInt(0, GEN_CHARS.length)];
+  return s;
+}
+
+export function clone<T>(v: T): T {
+  return structuredClone(v);
+}
+
+/** The stored form of an object. */
+export function encode(obj: KubeObject): string {
+  const { apiVersion: _a, kind: _k, ...rest } = obj;
+  const { resourceVersion: _rv, selfLink: _sl, managedFields: _mf, ...meta } = rest.metadata as Record<string, unknown>;
+  return JSON.stringify({ ...rest, metadata: meta });
+}
+
+/** JSON with object keys sorted: equal values give equal strings. */
+export function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    val && typeof val === 'object' && !Array.isArray(val)
+      ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : val,
+  );
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Removes null values (JSON `null` for an optional field means "not set"). */
+export function dropNulls<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(dropNulls) as T;
+  if (isPlainObject(v)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) if (x !== null) out[k] = dropNulls(x);
+    return out as T;
+  }
+  return v;
+}

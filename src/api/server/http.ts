@@ -1,0 +1,343 @@
+/**
+ * The HTTP front of `podnet api`: authentication, routing, authorization, body limits and
+ * decoding, content negotiation (JSON or Table), verbs, and errors as Status objects.
+ * Nothing a client sends can make it answer 500 or stop: unexpected failures are logged
+ * with their stack and answered as InternalError, and the server keeps serving.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { parse as parseYaml } from 'yaml';
+import { RESOURCES } from '../../client/resources.js';
+import type { KubeObject } from '../../client/types.js';
+import type { Logger } from '../../util/log.js';
+import { patchTypeOf } from '../patch/index.js';
+import type { FieldValidation, Registry } from '../registry/registry.js';
+import { ANONYMOUS, authorize } from './auth.js';
+import type { TokenAuthenticator, User } from './auth.js';
+import { apiGroup, apiGroupList, apiResourceList, apiVersions, openapiFor, openapiRoot, versionInfo } from './discovery.js';
+import type { ApiMetrics } from './metrics.js';
+import { route } from './router.js';
+import type { ResourceRequest } from './router.js';
+import { ApiStatusError, errors, successStatus } from './status.js';
+import { tableOf, wantsTable } from './table.js';
+import type { IncludeObject } from './table.js';
+import { serveWatch } from './watch.js';
+
+export const MAX_BODY_BYTES = 3 * 1024 * 1024;
+
+export interface HandlerOptions {
+  registry: Registry;
+  tokens?: TokenAuthenticator | undefined;
+  /** Callers without a token are admins (the demo only; it binds to loopback). */
+  anonymousAdmin?: boolean;
+  log: Logger;
+  metrics?: ApiMetrics | undefined;
+  maxBodyBytes?: number;
+  bookmarkIntervalMs?: number;
+  /** Called for /readyz: false while the server is not ready. */
+  ready?: () => boolean;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export function createHandler(opts: HandlerOptions): Handler {
+  const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
+  return (req, res) => {
+    const started = performance.now();
+    let verb = req.method ?? 'GET';
+    let resource = '';
+    handle(req, res, opts, maxBody, (v, r) => {
+      verb = v;
+      resource = r;
+    })
+      .catch((e: unknown) => {
+        const err = e instanceof ApiStatusError ? e : internal(e, opts.log, req);
+        if (!res.headersSent) sendJson(res, err.code, err.toStatus());
+        else if (!res.writableEnded) res.end();
+      })
+      .finally(() => {
+        opts.metrics?.request(verb, resource, res.statusCode, (performance.now() - started) / 1000);
+      });
+  };
+}
+
+function internal(e: unknown, log: Logger, req: IncomingMessage): ApiStatusError {
+  log.error({ err: e, method: req.method, url: req.url }, 'request failed');
+  return errors.internal(e instanceof Error ? e.message : String(e));
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOptions, maxBody: number, note: (verb: string, resource: string) => void): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://podnet');
+  const path = url.pathname;
+  const method = req.method ?? 'GET';
+
+  // Unauthenticated endpoints, as kube-apiserver's public-info-viewer allows.
+  if (path === '/healthz' || path === '/livez' || path === '/readyz') {
+    const ok = path !== '/readyz' || (opts.ready?.() ?? true);
+    res.writeHead(ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' });
+    res.end(ok ? 'ok' : 'not ready');
+    return;
+  }
+  if (path === '/version') return sendJson(res, 200, versionInfo());
+
+  const user = authenticate(req, opts);
+  if (path === '/metrics') {
+    if (!opts.metrics) throw errors.notFoundPath(path);
+    const body = await opts.metrics.render();
+    res.writeHead(200, { 'Content-Type': opts.metrics.contentType });
+    res.end(body);
+    return;
+  }
+  if (path === '/openapi/v3') return sendJson(res, 200, openapiRoot());
+  if (path.startsWith('/openapi/v3/')) {
+    const doc = openapiFor(path.slice('/openapi/v3/'.length));
+    if (!doc) throw errors.notFoundPath(path);
+    return sendJson(res, 200, doc);
+  }
+
+  const r = route(method, path, url.searchParams);
+  switch (r.kind) {
+    case 'notfound':
+    case 'other':
+      throw errors.notFoundPath(path);
+    case 'discovery':
+      if (method !== 'GET') throw errors.methodNotAllowed(method, path);
+      if (r.what === 'api') return sendJson(res, 200, apiVersions());
+      if (r.what === 'apis') return sendJson(res, 200, apiGroupList());
+      if (r.what === 'group') return sendJson(res, 200, apiGroup(r.group));
+      return sendJson(res, 200, apiResourceList(r.group, r.version));
+    case 'resource':
+      note(r.verb, r.resource);
+      return resourceRequest(req, res, r, url.searchParams, user, opts, maxBody);
+  }
+}
+
+function authenticate(req: IncomingMessage, opts: HandlerOptions): User {
+  const h = req.headers.authorization;
+  if (h) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (!m) throw errors.unauthorized('Unauthorized: only bearer tokens are accepted');
+    const u = opts.tokens?.authenticate(m[1]!);
+    if (!u) throw errors.unauthorized();
+    return u;
+  }
+  if (opts.anonymousAdmin) return { ...ANONYMOUS, groups: [...ANONYMOUS.groups, 'system:masters'] };
+  throw errors.unauthorized();
+}
+
+async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: ResourceRequest, q: URLSearchParams, user: User, opts: HandlerOptions, maxBody: number): Promise<void> {
+  const reg = opts.registry;
+  const info = RESOURCES[r.resource];
+  const decision = authorize(user, r);
+  const forbid = (why: string) => errors.forbidden(user.name, r.verb, { group: info.group, resource: r.subresource ? `${info.resource}/${r.subresource}` : info.resource, ...(r.name ? { name: r.name } : {}) }, r.namespace, why);
+  if (decision.allowed === false) throw forbid(decision.reason);
+  const fieldValidation = parseFieldValidation(q.get('fieldValidation'));
+  const dryRun = parseDryRun(q.getAll('dryRun'));
+  const table = wantsTable(req.headers.accept) ? { include: parseInclude(q.get('includeObject')) } : undefined;
+
+  // Object-dependent authorization (node identities) needs the stored or posted object.
+  const checkObject = async (posted?: unknown) => {
+    if (decision.allowed !== 'needs-object') return;
+    const obj = posted !== undefined ? posted : await reg.get(r.resource, r.namespace, r.name!).catch(() => undefined);
+    const d = decision.check(obj as { spec?: { nodeName?: string } } | undefined);
+    if (!d.allowed) throw forbid(d.reason);
+  };
+
+  switch (r.verb) {
+    case 'get': {
+      const obj = await reg.get(r.resource, r.namespace, r.name!);
+      if (r.subresource && r.subresource !== 'status') throw errors.notFoundPath(req.url ?? '');
+      return sendObject(res, 200, r.resource, obj, table);
+    }
+    case 'list': {
+      const list = await reg.list(r.resource, listOptions(r, q));
+      if (table) return sendJson(res, 200, tableOf(r.resource, list.items, list.metadata, table.include));
+      return sendJson(res, 200, list);
+    }
+    case 'watch': {
+      const timeout = q.get('timeoutSeconds');
+      const bookmarks = q.get('allowWatchBookmarks') === 'true';
+      return serveWatch(res, reg, {
+        resource: r.resource,
+        namespace: r.namespace,
+        labelSelector: q.get('labelSelector') ?? undefined,
+        fieldSelector: q.get('fieldSelector') ?? undefined,
+        resourceVersion: q.get('resourceVersion') ?? undefined,
+        allowWatchBookmarks: bookmarks,
+        sendInitialEvents: q.get('sendInitialEvents') === 'true',
+        timeoutSeconds: timeout === null ? undefined : nonNegativeInt(timeout, 'timeoutSeconds'),
+        table,
+      }, {
+        bookmarkIntervalMs: opts.bookmarkIntervalMs ?? 10_000,
+        maxBufferedBytes: 64 * 1024 * 1024,
+        ...(opts.metrics ? { onOpen: () => opts.metrics!.watchers.inc({ resource: r.resource }), onClose: () => opts.metrics!.watchers.dec({ resource: r.resource }), onEventSent: () => opts.metrics!.watchEvents.inc({ resource: r.resource }) } : {}),
+      });
+    }
+    case 'create': {
+      const body = await readBody(req, maxBody, 'create');
+      await checkObject(body);
+      const out = await reg.create(r.resource, r.namespace, body, { fieldValidation, dryRun });
+      warn(res, out.warnings);
+      log(opts, user, r, out.object);
+      return sendObject(res, 201, r.resource, out.object, table);
+    }
+    case 'update': {
+      await checkObject();
+      const body = await readBody(req, maxBody, 'update');
+      const out = await reg.update(r.resource, r.namespace, r.name!, body, { fieldValidation, dryRun, ...(r.subresource ? { subresource: r.subresource } : {}) });
+      warn(res, out.warnings);
+      log(opts, user, r, out.object);
+      return sendObject(res, 200, r.resource, out.object, table);
+    }
+    case 'patch': {
+      await checkObject();
+      const type = req.headers['content-type'] ?? '';
+      if (!patchTypeOf(type)) throw errors.unsupportedMediaType(type, ['application/json-patch+json', 'application/merge-patch+json', 'application/strategic-merge-patch+json']);
+      const patch = await readBody(req, maxBody, 'patch');
+      const out = await reg.patch(r.resource, r.namespace, r.name!, patch, type, { fieldValidation, dryRun, ...(r.subresource ? { subresource: r.subresource } : {}) });
+      warn(res, out.warnings);
+      log(opts, user, r, out.object);
+      return sendObject(res, 200, r.resource, out.object, table);
+    }
+    case 'delete': {
+      await checkObject();
+      const body = req.headers['content-length'] === '0' ? undefined : await readBody(req, maxBody, 'delete', true);
+      const del = deleteOptions(body, q);
+      const obj = await reg.delete(r.resource, r.namespace, r.name!, { ...del, dryRun });
+      log(opts, user, r, obj);
+      return sendObject(res, 200, r.resource, obj, table);
+    }
+    case 'deletecollection': {
+      const list = await reg.list(r.resource, listOptions(r, q));
+      for (const item of list.items) {
+        if (decision.allowed === 'needs-object') {
+          const d = decision.check(item as { spec?: { nodeName?: string } });
+          if (!d.allowed) throw forbid(d.reason);
+        }
+        try {
+          await reg.delete(r.resource, item.metadata.namespace, item.metadata.name!, { dryRun });
+        } catch (e) {
+          if (!(e instanceof ApiStatusError && e.reason === 'NotFound')) throw e;
+        }
+      }
+      return sendJson(res, 200, successStatus({ kind: info.resource, group: info.group }));
+    }
+  }
+}
+
+function log(opts: HandlerOptions, user: User, r: ResourceRequest, obj: KubeObject): void {
+  opts.log.info({ verb: r.verb, resource: r.subresource ? `${r.resource}/${r.subresource}` : r.resource, namespace: r.namespace, name: obj.metadata.name, resourceVersion: obj.metadata.resourceVersion, user: user.name }, 'write');
+}
+
+function listOptions(r: ResourceRequest, q: URLSearchParams) {
+  const limit = q.get('limit');
+  return {
+    ...(r.namespace ? { namespace: r.namespace } : {}),
+    ...(q.get('labelSelector') ? { labelSelector: q.get('labelSelector')! } : {}),
+    ...(q.get('fieldSelector') ? { fieldSelector: q.get('fieldSelector')! } : {}),
+    ...(limit !== null ? { limit: nonNegativeInt(limit, 'limit') } : {}),
+    ...(q.get('continue') ? { continue: q.get('continue')! } : {}),
+    ...(q.get('resourceVersion') ? { resourceVersion: q.get('resourceVersion')! } : {}),
+    ...(q.get('resourceVersionMatch') ? { resourceVersionMatch: q.get('resourceVersionMatch')! } : {}),
+  };
+}
+
+function nonNegativeInt(v: string, name: string): number {
+  if (!/^\d{1,10}$/.test(v)) throw errors.badRequest(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+function parseFieldValidation(v: string | null): FieldValidation {
+  if (v === null || v === '') return 'Warn';
+  if (v === 'Strict' || v === 'Warn' || v === 'Ignore') return v;
+  throw errors.badRequest(`fieldValidation must be Strict, Warn or Ignore, got ${JSON.stringify(v)}`);
+}
+
+function parseDryRun(values: string[]): boolean {
+  if (!values.length) return false;
+  for (const v of values) if (v !== 'All') throw errors.badRequest(`dryRun must be "All", got ${JSON.stringify(v)}`);
+  return true;
+}
+
+function parseInclude(v: string | null): IncludeObject {
+  if (v === null || v === '') return 'Metadata';
+  if (v === 'None' || v === 'Metadata' || v === 'Object') return v;
+  throw errors.badRequest(`includeObject must be None, Metadata or Object, got ${JSON.stringify(v)}`);
+}
+
+function deleteOptions(body: unknown, q: URLSearchParams): { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } } {
+  const out: { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } } = {};
+  const g = q.get('gracePeriodSeconds');
+  if (g !== null) out.gracePeriodSeconds = nonNegativeInt(g, 'gracePeriodSeconds');
+  if (body === undefined || body === null) return out;
+  if (typeof body !== 'object' || Array.isArray(body)) throw errors.badRequest('the body of a delete must be a DeleteOptions object');
+  const b = body as Record<string, unknown>;
+  if (b.gracePeriodSeconds !== undefined && b.gracePeriodSeconds !== null) {
+    if (typeof b.gracePeriodSeconds !== 'number' || !Number.isInteger(b.gracePeriodSeconds) || b.gracePeriodSeconds < 0) throw errors.badRequest('gracePeriodSeconds must be a non-negative integer');
+    out.gracePeriodSeconds = b.gracePeriodSeconds;
+  }
+  if (b.preconditions !== undefined && b.preconditions !== null) {
+    const p = b.preconditions as Record<string, unknown>;
+    if (typeof p !== 'object') throw errors.badRequest('preconditions must be an object');
+    out.preconditions = {
+      ...(typeof p.uid === 'string' ? { uid: p.uid } : {}),
+      ...(typeof p.resourceVersion === 'string' ? { resourceVersion: p.resourceVersion } : {}),
+    };
+  }
+  return out;
+}
+
+/** Reads and decodes a JSON (or YAML) body of at most `limit` bytes. */
+async function readBody(req: IncomingMessage, limit: number, what: string, optional = false): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) {
+    req.resume();
+    throw errors.tooLarge(limit);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      req.resume();
+      throw errors.tooLarge(limit);
+    }
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (!text.trim()) {
+    if (optional) return undefined;
+    throw errors.badRequest(`the request body of a ${what} must not be empty`);
+  }
+  const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
+  if (type === 'application/yaml' || type === 'application/x-yaml' || type === 'text/yaml') {
+    try {
+      return parseYaml(text, { maxAliasCount: 100 });
+    } catch (e) {
+      throw errors.badRequest(`error decoding YAML: ${(e as Error).message}`);
+    }
+  }
+  if (type !== 'application/json' && !type.endsWith('+json') && type !== '*/*' && type !== '') {
+    throw errors.unsupportedMediaType(type, ['application/json', 'application/yaml']);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw errors.badRequest(`error decoding JSON: ${(e as Error).message}`);
+  }
+}
+
+function warn(res: ServerResponse, warnings: string[]): void {
+  if (warnings.length) res.setHeader('Warning', warnings.map((w) => `299 - ${JSON.stringify(w)}`));
+}
+
+function sendObject(res: ServerResponse, code: number, resource: ResourceRequest['resource'], obj: KubeObject, table: { include: IncludeObject } | undefined): void {
+  if (table) return sendJson(res, code, tableOf(resource, [obj], { resourceVersion: obj.metadata.resourceVersion ?? '' }, table.include));
+  sendJson(res, code, obj);
+}
+
+export function sendJson(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private' });
+  res.end(text);
+}

@@ -1,0 +1,671 @@
+/**
+ * The etcd v3 backend of the store contract (./types.ts), over the `etcd3` client's raw
+ * gRPC services (KV, Watch). Revisions are etcd's own: `modRevision`/`createRevision` are
+ * the key's mod_revision/create_revision and `currentRevision()` is the header revision of
+ * a linearizable read, so a resourceVersion means the same thing to podnet and to
+ * `etcdctl`. Every key is stored under an optional prefix, so several podnet clusters can
+ * share one etcd.
+ *
+ * Failure model (the same split as etcd's Go client):
+ * - Reads, and compactions, are retried on transient errors (no connection, no leader,
+ *   timeouts) until `requestTimeoutMs` has passed, then fail with StoreError 'Unavailable'.
+ * - Writes (create, update, delete) are retried only when the request cannot have been
+ *   applied: no connection to the member, or the member reported it has no leader. Any
+ *   other transient failure (a dropped connection, a deadline, "request timed out") fails
+ *   at once with 'Unavailable', whose message says the outcome is unknown: the write may
+ *   have been applied. Retrying a create then gives 'KeyExists' if the first one landed.
+ * - A watch survives the loss of its member: it reconnects (to any endpoint) and resumes
+ *   after the last revision it delivered, so events are never repeated or skipped. It ends
+ *   with 'Compacted' when the revision it needs is gone, and with 'Unavailable' when no
+ *   member could serve it for `watchRetryMs`.
+ *
+ * All calls carry etcd's `hasleader` metadata (clientv3's WithRequireLeader): a member that
+ * has lost its leader refuses requests at once instead of holding them, and closes the
+ * watch streams it holds, so they move to a member that is part of the quorum.
+ */
+import { channel } from 'node:diagnostics_channel';
+import { ClientClosedError, CompareResult, CompareTarget, Etcd3 } from 'etcd3';
+import type { ICompare, IDuplexStream, IKeyValue, IOptions, IRequestOp, ITxnResponse, IWatchCreateRequest, IWatchRequest, IWatchResponse } from 'etcd3';
+import { ErrorCodes, PodnetError } from '../../util/errors.js';
+import { StoreError } from './types.js';
+import type { KV, ListOptions, ListResult, Store, StoreEvent, WatchHandle, WatchHandler } from './types.js';
+
+/** TLS material for `https://` endpoints, as PEM contents (not paths). */
+export interface EtcdTlsOptions {
+  /** CA bundle that signed the members' certificates. Default: the system roots. */
+  ca?: string | Buffer;
+  /** Client certificate (chain) and its key, for members that require client auth. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** Name to check the members' certificates against instead of the endpoint host. */
+  serverName?: string;
+}
+
+export interface EtcdStoreOptions {
+  /** Client URLs of the members: `http://127.0.0.1:2379`, `https://etcd-0:2379` or `host:port`. */
+  endpoints: string[];
+  /**
+   * Prepended to every key (default ''), stripped on the way out. Used verbatim, like
+   * clientv3's namespace: with keys that start with '/', prefixes '/a' and '/ab' are
+   * disjoint except for a list or watch of the whole keyspace (prefix ''); give clusters
+   * prefixes that do not extend each other.
+   */
+  prefix?: string;
+  /** How long `open()` keeps trying to reach a member before failing with 'Unavailable'. Default 5000 ms. */
+  dialTimeoutMs?: number;
+  /** Budget of one store call, retries included. Default 10000 ms. */
+  requestTimeoutMs?: number;
+  /** How long a watch keeps trying to re-establish its stream before it ends with 'Unavailable'. Default 60000 ms. */
+  watchRetryMs?: number;
+  tls?: EtcdTlsOptions;
+}
+
+/**
+ * Diagnostics channels (node:diagnostics_channel), for logs, metrics and tests:
+ * - `podnet:store:etcd:retry` — `{ op, attempt, error }` before a request is retried;
+ * - `podnet:store:etcd:watch-reconnect` — `{ prefix, afterRevision, attempt, error }` when a
+ *   watch lost its stream (attempt 0) or failed to re-establish it (attempt 1, 2...), before
+ *   it tries again to resume after `afterRevision`.
+ */
+export const etcdDiagnostics = {
+  retry: channel('podnet:store:etcd:retry'),
+  watchReconnect: channel('podnet:store:etcd:watch-reconnect'),
+} as const;
+
+const DEFAULTS = { dialTimeoutMs: 5000, requestTimeoutMs: 10_000, watchRetryMs: 60_000 } as const;
+
+/** Retry delays: 20 ms doubling to 500 ms, with jitter. */
+function backoffMs(attempt: number): number {
+  const base = Math.min(500, 20 * 2 ** Math.min(attempt, 10));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// ---- error classification -------------------------------------------------------------
+
+/**
+ * What a failed etcd call means for the store:
+ * - `compacted`: the requested revision is older than etcd's compaction;
+ * - `future`: the requested revision is newer than etcd's newest;
+ * - `notSent`: transient and certainly not applied (safe to retry even for a write);
+ * - `transient`: transient, and a write may or may not have been applied;
+ * - `invalid`: etcd refused the request itself (too large, bad argument);
+ * - `other`: anything else.
+ */
+type Failure = 'compacted' | 'future' | 'notSent' | 'transient' | 'invalid' | 'other';
+
+const GRPC_CODE = /^(\d+) [A-Z_]+:/;
+
+function grpcCode(e: Error): number | undefined {
+  const c = (e as { code?: unknown }).code;
+  if (typeof c === 'number') return c;
+  const m = GRPC_CODE.exec(e.message);
+  return m ? Number(m[1]) : undefined;
+}
+
+function classify(e: unknown): Failure {
+  if (!(e instanceof Error)) return 'other';
+  const msg = e.message;
+  if (msg.includes('required revision has been compacted')) return 'compacted';
+  if (msg.includes('required revision is a future revision')) return 'future';
+  // Refused before anything was proposed to raft.
+  if (
+    msg.includes('No connection established') ||
+    msg.includes('ECONNREFUSED') ||
+    msg.includes('etcdserver: no leader') ||
+    msg.includes('raft proposal dropped') ||
+    msg.includes('etcdserver: too many requests')
+  ) {
+    return 'notSent';
+  }
+  const code = grpcCode(e);
+  // CANCELLED, UNKNOWN (connection torn down), DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+  // ABORTED, INTERNAL, UNAVAILABLE: the request may have reached the leader.
+  if (code !== undefined && [1, 2, 4, 8, 10, 13, 14].includes(code)) return 'transient';
+  if (msg.includes('etcdserver: request timed out') || msg.includes('etcdserver: leader changed')) return 'transient';
+  if (code === 3 || code === 11) return 'invalid';
+  return 'other';
+}
+
+// ---- key helpers ------------------------------------------------------------------------
+
+/** The range start for a prefix: etcd refuses an empty key, and "\0" is the first key. */
+function rangeStart(prefix: Buffer): Buffer {
+  return prefix.length ? prefix : Buffer.from([0]);
+}
+
+/** The first key after every key that starts with `prefix` (etcd's prefix range end). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]); // every key is >= prefix: no end ("\0" means "to the end")
+}
+
+function rev(s: string | undefined): number {
+  return s === undefined || s === '' ? 0 : Number(s);
+}
+
+/**
+ * Pass-through fault-handling policy for the etcd3 client: its default is a global retry
+ * (unsafe for compare-and-swap writes whose outcome is unknown) and a per-host circuit
+ * breaker (a 5 s blackout of a restarted single member). The store does its own retries.
+ */
+const passThrough = { execute: <T>(fn: (ctx: unknown) => T | Promise<T>): Promise<T> => Promise.resolve().then(() => fn({})) };
+type FaultHandling = NonNullable<IOptions['faultHandling']>;
+
+interface MetadataLike {
+  set(key: string, value: string): void;
+}
+interface InterceptingCallLike {
+  start(metadata: MetadataLike, listener: unknown): void;
+}
+
+/** gRPC interceptor adding `hasleader: true` (etcd's require-leader) to every call. */
+function requireLeader(options: unknown, nextCall: (options: unknown) => InterceptingCallLike): InterceptingCallLike {
+  const call = nextCall(options);
+  const start = call.start.bind(call);
+  call.start = (metadata, listener) => {
+    metadata.set('hasleader', 'true');
+    start(metadata, listener);
+  };
+  return call;
+}
+
+// ---- the store --------------------------------------------------------------------------
+
+export class EtcdStore implements Store {
+  readonly backend = 'etcd';
+  readonly prefix: string;
+  private readonly client: Etcd3;
+  private readonly keyPrefix: Buffer;
+  private readonly requestTimeoutMs: number;
+  private readonly watchRetryMs: number;
+  private readonly watches = new Set<EtcdWatch>();
+  /** Highest compaction revision known to this client (own compactions, and etcd's errors). */
+  private knownCompacted = 0;
+  private closed = false;
+
+  private constructor(client: Etcd3, opts: EtcdStoreOptions) {
+    this.client = client;
+    this.prefix = opts.prefix ?? '';
+    this.keyPrefix = Buffer.from(this.prefix, 'utf8');
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+    this.watchRetryMs = opts.watchRetryMs ?? DEFAULTS.watchRetryMs;
+  }
+
+  /**
+   * Connects to etcd and checks that a member answers (a linearizable read, so a quorum
+   * exists), retrying for `dialTimeoutMs`. Fails with StoreError 'Unavailable'.
+   */
+  static async open(opts: EtcdStoreOptions): Promise<EtcdStore> {
+    if (opts.endpoints.length === 0) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'etcd store: no endpoints given');
+    const tls = opts.tls;
+    const faultHandling: FaultHandling = {
+      host: () => passThrough as unknown as ReturnType<NonNullable<FaultHandling['host']>>,
+      global: passThrough as unknown as NonNullable<FaultHandling['global']>,
+    };
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      faultHandling,
+      grpcOptions: {
+        interceptors: [requireLeader],
+        // Lists of large objects and watch batches may exceed gRPC's 4 MiB default.
+        'grpc.max_receive_message_length': -1,
+        // Notice a member that vanished without closing the connection (a partition).
+        // etcd refuses pings more often than every 5 s, or without an active stream.
+        'grpc.keepalive_time_ms': 10_000,
+        'grpc.keepalive_timeout_ms': 5000,
+        'grpc.keepalive_permit_without_calls': 0,
+        ...(tls?.serverName ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {}),
+      },
+    };
+    if (tls?.ca) {
+      options.credentials = {
+        rootCertificate: Buffer.from(tls.ca),
+        ...(tls.key ? { privateKey: Buffer.from(tls.key) } : {}),
+        ...(tls.cert ? { certChain: Buffer.from(tls.cert) } : {}),
+      };
+    } else if (tls) {
+      options.hosts = opts.endpoints.map((e) => (/^https?:\/\//.test(e) ? e.replace(/^http:/, 'https:') : `https://${e}`));
+    }
+    const store = new EtcdStore(new Etcd3(options), opts);
+    try {
+      await store.retrying('open', 'read', opts.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs, (deadline) => store.client.kv.range({ key: store.probeKey(), count_only: true }, { deadline }));
+    } catch (e) {
+      await store.close();
+      if (e instanceof StoreError) throw new StoreError('Unavailable', `etcd store: no member of ${opts.endpoints.join(', ')} answered: ${e.message}`, { cause: e });
+      throw e;
+    }
+    return store;
+  }
+
+  /** Equivalent to `etcdctl get --count-only` on a key the store never writes: its header revision. */
+  async currentRevision(): Promise<number> {
+    const res = await this.retrying('currentRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.probeKey(), count_only: true }, { deadline }));
+    return rev(res.header.revision);
+  }
+
+  /** Equivalent to `etcdctl get KEY`. */
+  async get(key: string): Promise<KV | undefined> {
+    const res = await this.retrying('get', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.k(key) }, { deadline }));
+    const kv = res.kvs[0];
+    return kv ? this.toKV(kv) : undefined;
+  }
+
+  /**
+   * Equivalent to `etcdctl get PREFIX --prefix [--limit N] [--rev R]`, starting after
+   * `startAfter`. `more` is etcd's own flag; `revision` is the revision read at (R, or the
+   * header revision), to pass back for the next page.
+   */
+  async list(prefix: string, opts: ListOptions = {}): Promise<ListResult> {
+    const full = this.k(prefix);
+    let start = rangeStart(full);
+    if (opts.startAfter !== undefined) {
+      const after = Buffer.concat([this.k(opts.startAfter), Buffer.from([0])]);
+      if (Buffer.compare(after, start) > 0) start = after;
+    }
+    const req = {
+      key: start,
+      range_end: prefixEnd(full),
+      ...(opts.limit ? { limit: opts.limit } : {}),
+      ...(opts.revision ? { revision: opts.revision } : {}),
+    };
+    const res = await this.retrying('list', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range(req, { deadline }), opts.revision);
+    return { kvs: res.kvs.map((kv) => this.toKV(kv)), revision: opts.revision || rev(res.header.revision), more: res.more };
+  }
+
+  /** Equivalent to `etcdctl get PREFIX --prefix --count-only`. */
+  async count(prefix: string): Promise<number> {
+    const full = this.k(prefix);
+    const res = await this.retrying('count', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: rangeStart(full), range_end: prefixEnd(full), count_only: true }, { deadline }));
+    return Number(res.count);
+  }
+
+  /** A transaction: `create_revision(KEY) == 0` → put. Fails with 'KeyExists'. */
+  async create(key: string, value: string): Promise<KV> {
+    const k = this.k(key);
+    const res = await this.txn('create', {
+      compare: [{ key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
+      success: [{ request_put: { key: k, value: Buffer.from(value, 'utf8') } }],
+      failure: [],
+    });
+    if (!res.succeeded) throw new StoreError('KeyExists', `${key} already exists`, { key });
+    const r = rev(res.header.revision);
+    return { key, value, createRevision: r, modRevision: r };
+  }
+
+  /**
+   * A transaction: `mod_revision(KEY) == expected` (and the key exists) → put, else read
+   * the key. Fails with 'NotFound', or 'Conflict' carrying the stored KV.
+   */
+  async update(key: string, value: string, expectedModRevision: number): Promise<KV> {
+    const k = this.k(key);
+    const res = await this.txn('update', {
+      compare: [
+        { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectedModRevision },
+        { key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 },
+      ],
+      success: [{ request_put: { key: k, value: Buffer.from(value, 'utf8'), prev_kv: true } }],
+      failure: [{ request_range: { key: k } }],
+    });
+    if (!res.succeeded) throw this.preconditionFailed(key, res, expectedModRevision);
+    const prev = res.responses[0]?.response_put?.prev_kv;
+    const r = rev(res.header.revision);
+    return { key, value, createRevision: prev ? rev(prev.create_revision) : r, modRevision: r };
+  }
+
+  /**
+   * A transaction: the key exists (and `mod_revision(KEY) == expected` when given) →
+   * delete it returning the previous KV, else read the key. Resolves with the deleted value
+   * and modRevision = the deletion's revision.
+   */
+  async delete(key: string, expectedModRevision?: number): Promise<KV> {
+    const k = this.k(key);
+    const compare: ICompare[] = [
+      { key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 },
+    ];
+    if (expectedModRevision !== undefined) compare.push({ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectedModRevision });
+    const res = await this.txn('delete', {
+      compare,
+      success: [{ request_delete_range: { key: k, prev_kv: true } }],
+      failure: [{ request_range: { key: k } }],
+    });
+    if (!res.succeeded) throw this.preconditionFailed(key, res, expectedModRevision);
+    const prev = res.responses[0]?.response_delete_range?.prev_kvs[0];
+    // A concurrent delete between compare and delete cannot happen: a txn is atomic.
+    if (!prev) throw new StoreError('NotFound', `${key} not found`, { key });
+    return { ...this.toKV(prev), key, modRevision: rev(res.header.revision) };
+  }
+
+  /**
+   * An etcd watch on the prefix from `afterRevision + 1`, with previous values. The stream
+   * is re-established after failures, resuming after the last delivered revision.
+   */
+  watch(prefix: string, afterRevision: number, handler: WatchHandler): WatchHandle {
+    const full = this.k(prefix);
+    const w = new EtcdWatch({
+      store: this,
+      prefix,
+      request: { key: rangeStart(full), range_end: prefixEnd(full), prev_kv: true, progress_notify: true },
+      afterRevision,
+      handler,
+      retryMs: this.watchRetryMs,
+      onEnd: () => this.watches.delete(w),
+    });
+    if (this.closed) {
+      queueMicrotask(() => w.fail(new StoreError('Closed', 'etcd store is closed')));
+      return w;
+    }
+    this.watches.add(w);
+    void w.connect();
+    return w;
+  }
+
+  /**
+   * Equivalent to `etcdctl compact REV --physical`: returns once the serving member has
+   * removed the history. Compacting at or below an existing compaction succeeds; a
+   * revision newer than the newest fails with PODNET_INVALID_ARGUMENT.
+   */
+  async compact(revision: number): Promise<void> {
+    try {
+      await this.retrying('compact', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.compact({ revision, physical: true }, { deadline }));
+    } catch (e) {
+      if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
+    }
+    this.noteCompacted(revision);
+  }
+
+  /**
+   * etcd's compaction revision C (history older than C is gone; C itself is still
+   * readable, so this is one less permissive than the contract requires). etcd does not
+   * report C directly: the store keeps the highest revision it knows to be compacted (its
+   * own compactions, watch cancellations, 'compacted' errors), checks it with one read at
+   * that revision, and if someone else (another client, `--auto-compaction-*`) has compacted
+   * further, finds C by bisecting reads between it and the newest revision.
+   */
+  async compactedRevision(): Promise<number> {
+    let lo = Math.max(1, this.knownCompacted);
+    if (await this.readableAt(lo)) return this.knownCompacted;
+    // lo is not readable (lo < C); the newest revision always is.
+    let hi = await this.currentRevision();
+    while (lo + 1 < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (await this.readableAt(mid)) hi = mid;
+      else lo = mid;
+    }
+    this.noteCompacted(hi);
+    return this.knownCompacted;
+  }
+
+  /** Ends every watch (their handlers get 'Closed') and the client; idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of [...this.watches]) w.fail(new StoreError('Closed', 'etcd store is closed'));
+    this.watches.clear();
+    this.client.close();
+  }
+
+  // ---- internals, used by EtcdWatch too ---------------------------------------------------
+
+  /** @internal */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** @internal Opens a raw watch stream on some member. */
+  openWatchStream(): Promise<IDuplexStream<IWatchRequest, IWatchResponse>> {
+    if (this.closed) return Promise.reject(new StoreError('Closed', 'etcd store is closed'));
+    return this.client.watchClient.watch();
+  }
+
+  /** @internal */
+  noteCompacted(revision: number): void {
+    if (revision > this.knownCompacted) this.knownCompacted = revision;
+  }
+
+  /** @internal */
+  unprefix(key: Buffer): string {
+    return key.subarray(this.keyPrefix.length).toString('utf8');
+  }
+
+  /** @internal */
+  toKV(kv: IKeyValue): KV {
+    return { key: this.unprefix(kv.key), value: kv.value.toString('utf8'), createRevision: rev(kv.create_revision), modRevision: rev(kv.mod_revision) };
+  }
+
+  private k(key: string): Buffer {
+    return this.keyPrefix.length ? Buffer.concat([this.keyPrefix, Buffer.from(key, 'utf8')]) : Buffer.from(key, 'utf8');
+  }
+
+  /** A key the store never writes (its keys have no NUL): cheap reads for the header revision. */
+  private probeKey(): Buffer {
+    return Buffer.concat([this.keyPrefix, Buffer.from('\0podnet-probe', 'utf8')]);
+  }
+
+  private async readableAt(revision: number): Promise<boolean> {
+    try {
+      await this.retrying('compactedRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.probeKey(), count_only: true, revision }, { deadline }), revision);
+      return true;
+    } catch (e) {
+      if (e instanceof StoreError && e.code === 'Compacted') return false;
+      throw e;
+    }
+  }
+
+  private txn(op: string, req: { compare: ICompare[]; success: IRequestOp[]; failure: IRequestOp[] }): Promise<ITxnResponse> {
+    return this.retrying(op, 'write', this.requestTimeoutMs, (deadline) => this.client.kv.txn(req, { deadline }));
+  }
+
+  private preconditionFailed(key: string, res: ITxnResponse, expected: number | undefined): StoreError {
+    const cur = res.responses[0]?.response_range?.kvs[0];
+    if (!cur) return new StoreError('NotFound', `${key} not found`, { key });
+    const current = this.toKV(cur);
+    return new StoreError('Conflict', `${key} was modified: expected revision ${expected}, stored ${current.modRevision}`, { key, current });
+  }
+
+  /**
+   * Runs one etcd call with the retry policy of `kind` (see the module comment) within
+   * `budgetMs`, mapping failures to StoreErrors. `atRevision` is the revision a read asked
+   * for, to record a compaction that made it fail.
+   */
+  private async retrying<T>(op: string, kind: 'read' | 'write', budgetMs: number, call: (deadline: number) => Promise<T>, atRevision?: number): Promise<T> {
+    const deadline = Date.now() + budgetMs;
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new StoreError('Closed', 'etcd store is closed');
+      try {
+        return await call(deadline);
+      } catch (e) {
+        if (this.closed || e instanceof ClientClosedError) throw new StoreError('Closed', 'etcd store is closed', { cause: e });
+        const f = classify(e);
+        const msg = e instanceof Error ? e.message : String(e);
+        if (f === 'compacted') {
+          if (atRevision) this.noteCompacted(atRevision + 1);
+          throw new StoreError('Compacted', `${op}: revision ${atRevision ?? '?'} has been compacted`, { cause: e, compactedRevision: this.knownCompacted });
+        }
+        if (f === 'future') throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${op}: revision ${atRevision ?? '?'} is newer than etcd's newest revision`, {}, { cause: e });
+        if (f === 'invalid') throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${op}: etcd refused the request: ${msg}`, {}, { cause: e });
+        if (f === 'other') throw e;
+        const retryable = f === 'notSent' || kind === 'read';
+        const wait = backoffMs(attempt);
+        if (!retryable || Date.now() + wait >= deadline) {
+          const unknown = kind === 'write' && f === 'transient' ? ' (the write may or may not have been applied)' : '';
+          throw new StoreError('Unavailable', `${op}: etcd is unavailable${unknown}: ${msg}`, { cause: e });
+        }
+        if (etcdDiagnostics.retry.hasSubscribers) etcdDiagnostics.retry.publish({ op, attempt, error: msg });
+        await sleep(wait);
+      }
+    }
+  }
+}
+
+// ---- watch ------------------------------------------------------------------------------
+
+/**
+ * Ends a watch stream for good. Half-closing alone would leave the stream (and its
+ * watchers) open on the member, which ends a stream only when the call is cancelled; and
+ * cancelling a still-writable stream makes the etcd3 client count a failure against the
+ * member and reset its connections. So: half-close, then cancel.
+ */
+function closeStream(s: IDuplexStream<IWatchRequest, IWatchResponse>): void {
+  try {
+    s.end();
+    s.cancel();
+  } catch {
+    /* already closed */
+  }
+}
+
+interface EtcdWatchInit {
+  store: EtcdStore;
+  prefix: string;
+  request: IWatchCreateRequest;
+  afterRevision: number;
+  handler: WatchHandler;
+  retryMs: number;
+  onEnd: () => void;
+}
+
+/**
+ * One store watch = one etcd watch stream. `last` is the revision of the last delivered
+ * event: every (re)connection asks for `last + 1`, and events at or below `last` (a member
+ * replaying what another one already sent) are dropped, so delivery stays exactly-once.
+ */
+class EtcdWatch implements WatchHandle {
+  private readonly init: EtcdWatchInit;
+  private last: number;
+  private stream: IDuplexStream<IWatchRequest, IWatchResponse> | undefined;
+  private ended = false;
+  private attempt = 0;
+  /** When the current run of failed (re)connections began. */
+  private failingSince: number | undefined;
+
+  constructor(init: EtcdWatchInit) {
+    this.init = init;
+    this.last = init.afterRevision;
+  }
+
+  cancel(): void {
+    this.end();
+  }
+
+  /** Ends the watch and reports `err` to the handler (once). */
+  fail(err: StoreError): void {
+    if (this.ended) return;
+    this.end();
+    this.init.handler.onError(err);
+  }
+
+  async connect(): Promise<void> {
+    if (this.ended) return;
+    let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
+    try {
+      stream = await this.init.store.openWatchStream();
+    } catch (e) {
+      this.lost(e);
+      return;
+    }
+    if (this.ended) {
+      stream.on('error', () => undefined);
+      closeStream(stream);
+      return;
+    }
+    this.stream = stream;
+    stream.on('data', (res) => this.onResponse(stream, res));
+    stream.on('error', (e) => this.stream === stream && this.lost(e));
+    stream.on('end', () => this.stream === stream && this.lost(new Error('watch stream ended')));
+    stream.write({ create_request: { ...this.init.request, start_revision: this.last + 1 } });
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    const s = this.stream;
+    this.stream = undefined;
+    if (s) closeStream(s);
+    this.init.onEnd();
+  }
+
+  private onResponse(stream: IDuplexStream<IWatchRequest, IWatchResponse>, res: IWatchResponse): void {
+    if (this.ended || stream !== this.stream) return;
+    const compacted = rev(res.compact_revision);
+    if (compacted > 0) {
+      this.init.store.noteCompacted(compacted);
+      this.fail(new StoreError('Compacted', `watch ${this.init.prefix}: revision ${this.last + 1} has been compacted (compacted revision ${compacted})`, { compactedRevision: compacted }));
+      return;
+    }
+    if (res.canceled) {
+      // Not a compaction: the member dropped the watch (lost its leader...). Try again.
+      this.lost(new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
+      return;
+    }
+    if (res.created) {
+      this.attempt = 0;
+      this.failingSince = undefined;
+    }
+    if (!res.events.length) return;
+    const events: StoreEvent[] = [];
+    let last = this.last;
+    for (const ev of res.events) {
+      const r = rev(ev.kv.mod_revision);
+      // Events of one revision always come in one response, so `> this.last` keeps them all.
+      if (r <= this.last) continue;
+      events.push(this.toEvent(ev.type, ev.kv, ev.prev_kv));
+      if (r > last) last = r;
+    }
+    if (!events.length) return;
+    this.last = last;
+    try {
+      this.init.handler.onEvents(events);
+    } catch (e) {
+      // A handler bug must not look like a stream failure.
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+
+  private toEvent(type: string, kv: IKeyValue, prev: IKeyValue | undefined): StoreEvent {
+    const store = this.init.store;
+    const key = store.unprefix(kv.key);
+    const revision = rev(kv.mod_revision);
+    const prevValue = prev ? prev.value.toString('utf8') : undefined;
+    if (String(type).toUpperCase() === 'DELETE') {
+      return { type: 'delete', key, value: prevValue ?? '', ...(prevValue !== undefined ? { prevValue } : {}), revision, createRevision: prev ? rev(prev.create_revision) : 0 };
+    }
+    const createRevision = rev(kv.create_revision);
+    const value = kv.value.toString('utf8');
+    if (createRevision === revision) return { type: 'create', key, value, revision, createRevision };
+    return { type: 'update', key, value, ...(prevValue !== undefined ? { prevValue } : {}), revision, createRevision };
+  }
+
+  /** The stream failed (or could not be opened): reconnect after a backoff, or give up. */
+  private lost(e: unknown): void {
+    if (this.ended) return;
+    const s = this.stream;
+    this.stream = undefined;
+    if (s) closeStream(s);
+    const store = this.init.store;
+    if (store.isClosed) {
+      this.fail(new StoreError('Closed', 'etcd store is closed'));
+      return;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    const f = classify(e);
+    const now = Date.now();
+    this.failingSince ??= now;
+    if (f === 'invalid' || now - this.failingSince > this.init.retryMs) {
+      this.fail(new StoreError('Unavailable', `watch ${this.init.prefix}: etcd is unavailable: ${msg}`, { cause: e }));
+      return;
+    }
+    const attempt = this.attempt++;
+    if (etcdDiagnostics.watchReconnect.hasSubscribers) etcdDiagnostics.watchReconnect.publish({ prefix: this.init.prefix, afterRevision: this.last, attempt, error: msg });
+    setTimeout(() => void this.connect(), backoffMs(attempt));
+  }
+}
