@@ -15,7 +15,7 @@ PKGS=(
   iproute2 iptables nftables ipset conntrack kmod procps util-linux   # data plane
   iperf3 tcpdump socat iputils-ping                                    # tests and benchmarks
   user-mode-linux busybox-static ipvsadm                               # IPVS tests in a UML guest
-  python3 make g++ ca-certificates                                     # node-gyp
+  python3 make g++ ca-certificates openssl                             # node-gyp, test certificates
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -273,7 +273,7 @@ describe('Informer: watch events', () => {
 
 describe('Informer: 410 and relist', () => {
   it.each(['event', 'http'] as const)('relists after a 410 (%s) and delivers exactly the difference', async (goneAs) => {
-    const env = await setup({ seed: [pod('a'), pod('b'), pod('c')], server: { goneAs } });
+    const env = await setup({ seed: [pod('a'), pod('b'), pod('c'), pod('e')], server: { goneAs } });
     await env.start();
     await env.s.waitFor(() => env.s.openWatches === 1);
     // Disconnect and keep the informer away (one failed watch → a backoff sleep on the fake clock).
@@ -285,18 +285,27 @@ describe('Informer: 410 and relist', () => {
     const b = env.s.object<Pod>(RESOURCES.pods, 'default', 'b');
     env.s.put(RESOURCES.pods, { ...b, metadata: { ...b?.metadata, labels: { v: '2' } } } as Pod);
     env.s.put(RESOURCES.pods, pod('d'));
+    // e: deleted and created again under the same name (a new uid).
+    env.s.remove(RESOURCES.pods, 'default', 'e');
+    env.s.put(RESOURCES.pods, pod('e'));
     env.s.compact();
     const before = env.events.length;
     env.clock.advance(100);
     await env.s.waitFor(() => lists(env.s).length === 2 && env.s.openWatches === 1, 'relist and re-watch');
-    expect(env.events.slice(before)).toEqual(['delete default/a@100 (final state unknown)', 'update default/b 101->104', 'add default/d@105']);
-    expect(watchRVs(env.s)).toEqual(['102', '102', '102', '105']);
+    expect(env.events.slice(before)).toEqual([
+      'delete default/a@100 (final state unknown)',
+      'update default/b 101->105',
+      'add default/d@106',
+      'delete default/e@103 (final state unknown)',
+      'add default/e@108',
+    ]);
+    expect(watchRVs(env.s)).toEqual(['103', '103', '103', '108']);
     expect(env.errors).toEqual(['watch:100:injected 503', 'watch:0:gone']);
-    expect(env.informer.keys().sort()).toEqual(['default/b', 'default/c', 'default/d']);
+    expect(env.informer.keys().sort()).toEqual(['default/b', 'default/c', 'default/d', 'default/e']);
     // And it carries on from the relist's version.
-    env.s.put(RESOURCES.pods, pod('e'));
-    await env.s.waitFor(() => env.events.length === before + 4);
-    expect(env.events.at(-1)).toBe('add default/e@106');
+    env.s.put(RESOURCES.pods, pod('f'));
+    await env.s.waitFor(() => env.events.length === before + 6);
+    expect(env.events.at(-1)).toBe('add default/f@109');
   });
 
   it('an ERROR 410 in the middle of a stream relists at once', async () => {

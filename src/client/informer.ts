@@ -15,7 +15,8 @@
  *   watch resumes exactly where it stopped (no relist, no repeated events).
  * - After a 410 the relist is diffed against the cache: handlers see onDelete for objects
  *   that vanished meanwhile (with `finalStateUnknown`), onUpdate for changed ones, onAdd
- *   for new ones, nothing for unchanged ones.
+ *   for new ones, onDelete + onAdd for ones re-created under the same name (new uid),
+ *   nothing for unchanged ones.
  * - An optional resync re-delivers every cached object as onUpdate(obj, obj), so a
  *   level-triggered consumer can repair drift (DESIGN.md decision 2).
  * - Nothing starts before `run()`; aborting its signal ends the watch, the timers and
@@ -208,9 +209,15 @@ export class Informer<T extends KubeObject> {
   async run(signal: AbortSignal): Promise<void> {
     if (this.#running || this.#ended) throw new Error(`informer ${this.resource}: run() may be called once`);
     this.#running = true;
+    // One inner signal, so that whatever ends first (the caller, or a bug in the loop) ends both loops.
+    const inner = new AbortController();
+    const onAbort = (): void => inner.abort();
+    if (signal.aborted) inner.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await Promise.all([this.#loop(signal), this.#resyncLoop(signal)]);
+      await Promise.all([this.#loop(inner.signal).finally(onAbort), this.#resyncLoop(inner.signal)]);
     } finally {
+      signal.removeEventListener('abort', onAbort);
       this.#running = false;
       this.#ended = true;
       for (const w of [...this.#syncWaiters]) w(false);
@@ -303,10 +310,16 @@ export class Informer<T extends KubeObject> {
     }
     for (const [key, obj] of fresh) {
       const old = this.#items.get(key);
-      if (!old) {
+      if (old && old.metadata.uid !== obj.metadata.uid) {
+        // Deleted and created again under the same name while we were away: two events.
+        this.#remove(key, old);
+        this.#emitDelete(old, true);
         this.#store(key, obj);
         this.#emitAdd(obj);
-      } else if (old.metadata.resourceVersion !== obj.metadata.resourceVersion || old.metadata.uid !== obj.metadata.uid) {
+      } else if (!old) {
+        this.#store(key, obj);
+        this.#emitAdd(obj);
+      } else if (old.metadata.resourceVersion !== obj.metadata.resourceVersion) {
         this.#store(key, obj, old);
         this.#emitUpdate(old, obj);
       }
