@@ -33,7 +33,7 @@ if (skip || (await insideOwnNetns(import.meta.url, 'etcd'))) {
   });
 
   t.test('etcd specifics: prefixes, etcd revisions, compaction by others, large lists, watch lifecycle', { skip }, async (t) => {
-    const etcd = await EtcdCluster.start();
+    const etcd = await EtcdCluster.start({ progressNotifyMs: 200 });
     t.teardown(() => etcd.cleanup());
     const a = await EtcdStore.open({ endpoints: etcd.endpoints, prefix: '/a' });
     const b = await EtcdStore.open({ endpoints: etcd.endpoints, prefix: '/b' });
@@ -70,11 +70,14 @@ if (skip || (await insideOwnNetns(import.meta.url, 'etcd'))) {
     const old = await a.update('/registry/x', 'v2', kv.modRevision);
     for (let i = 0; i < 50; i++) await a.update('/registry/x', `v${i + 3}`, (await a.get('/registry/x'))!.modRevision);
     await raw.kv.compact({ revision: old.modRevision + 7, physical: true });
-    t.equal(await a.compactedRevision(), old.modRevision + 7, "another client's compaction is found exactly");
     const err = await a.list('/registry/', { revision: old.modRevision }).catch((e: unknown) => e);
-    t.match(err, { code: 'Compacted' }, 'a list below it fails with Compacted');
+    t.match(err, { code: 'Compacted', compactedRevision: old.modRevision + 7 }, 'a list below it fails with Compacted, carrying the compaction revision');
+    t.equal(await a.compactedRevision(), old.modRevision + 7, "compactedRevision finds another client's compaction exactly");
     await a.compact(old.modRevision + 3);
     t.equal(await a.compactedRevision(), old.modRevision + 7, 'compacting below the compaction succeeds and changes nothing');
+    const newest = await a.currentRevision();
+    await a.compact(newest + 1000);
+    t.equal(await a.compactedRevision(), newest, 'compacting past the newest revision compacts to the newest');
 
     // Lists and watch batches larger than gRPC's default 4 MiB message limit.
     const mb = 'm'.repeat(1_000_000);
@@ -85,6 +88,21 @@ if (skip || (await insideOwnNetns(import.meta.url, 'etcd'))) {
     const bw = a.watch('/registry/big/', bigStart, { onEvents: (e) => bigEvents.push(...e), onError: () => undefined });
     await t.resolves(waitUntil(() => bigEvents.length === 6, 10_000), 'a 6 MB watch replay');
     bw.cancel();
+
+    // An idle watch follows etcd's progress notifications: after a compaction beyond its
+    // last event and a restart of the member, it resumes instead of ending with Compacted.
+    const idle: StoreEvent[] = [];
+    let idleError: StoreError | undefined;
+    a.watch('/registry/idle/', await a.currentRevision(), { onEvents: (e) => idle.push(...e), onError: (e) => (idleError = e) });
+    for (let i = 0; i < 20; i++) await a.create(`/registry/busy/${i}`, 'x');
+    await sleep(700); // a few progress notifications
+    await a.compact(await a.currentRevision());
+    await etcd.kill(0);
+    await etcd.restart(0);
+    const woke = await a.create('/registry/idle/1', 'awake');
+    await t.resolves(waitUntil(() => idle.length === 1 || idleError !== undefined, 10_000), 'the idle watch delivers after the restart');
+    t.equal(idleError, undefined, 'without a Compacted error');
+    t.same(idle.map((e) => [e.key, e.revision]), [['/registry/idle/1', woke.modRevision]]);
 
     // Closing ends watches with Closed; a watch whose only member is gone ends with Unavailable.
     await b.close();
@@ -119,6 +137,10 @@ if (skip || (await insideOwnNetns(import.meta.url, 'etcd'))) {
     const bare = await EtcdStore.open({ endpoints: hostPort, prefix: '/tls', tls });
     t.teardown(() => bare.close());
     t.equal((await bare.get('/registry/s'))?.value, 'secret', 'host:port endpoints with tls options use TLS');
+    const named = await EtcdStore.open({ endpoints: etcd.endpoints, prefix: '/tls', tls: { ...tls, serverName: 'localhost' } });
+    t.teardown(() => named.close());
+    t.equal((await named.get('/registry/s'))?.value, 'secret', 'serverName: the certificate is checked against that name');
+    await t.rejects(EtcdStore.open({ endpoints: etcd.endpoints, tls: { ...tls, serverName: 'elsewhere.example' }, dialTimeoutMs: 500 }), { code: 'Unavailable' }, 'a certificate for another name: refused');
     await t.rejects(EtcdStore.open({ endpoints: etcd.endpoints, tls: { ca: tls.ca }, dialTimeoutMs: 500 }), { code: 'Unavailable' }, 'without a client certificate: refused');
     await t.rejects(EtcdStore.open({ endpoints: etcd.endpoints.map((e) => e.replace('https:', 'http:')), dialTimeoutMs: 500 }), { code: 'Unavailable' }, 'plain HTTP to a TLS member: refused');
   });

@@ -31,6 +31,8 @@ export interface EtcdClusterOptions {
   electionMs?: number;
   /** Where the cluster's temp dir goes (default $PODNET_ETCD_DATA_ROOT or the OS temp dir; '/dev/shm' for tmpfs). */
   dataRoot?: string;
+  /** Interval of etcd's watch progress notifications (default etcd's, 10 min). */
+  progressNotifyMs?: number;
   /** How long start/restart wait for a healthy cluster (default 20 s). */
   startTimeoutMs?: number;
   /**
@@ -71,12 +73,12 @@ export class EtcdCluster {
   private readonly procs = new Map<number, ChildProcess>();
   private readonly token: string;
 
-  private constructor(dir: string, members: EtcdMember[], token: string, opts: Required<Omit<EtcdClusterOptions, 'dataRoot'>>) {
+  private constructor(dir: string, members: EtcdMember[], token: string, tls: EtcdClientTls | undefined, opts: Required<Omit<EtcdClusterOptions, 'dataRoot'>>) {
     this.dir = dir;
     this.members = members;
     this.token = token;
+    this.tls = tls;
     this.opts = opts;
-    this.tls = opts.tls ? makeCerts(dir) : undefined;
   }
 
   /** Starts the members and waits until every one of them sees a leader and serves a quorum read. */
@@ -85,9 +87,17 @@ export class EtcdCluster {
     if (!existsSync(ETCD_BIN)) throw new Error(`etcd is not installed at ${ETCD_BIN}`);
     const root = opts.dataRoot ?? process.env.PODNET_ETCD_DATA_ROOT ?? tmpdir();
     sweepStaleDirs(root);
+    const n = opts.members ?? 1;
+    if (n < 1 || n > 10) throw new Error(`etcd cluster of ${n} members: 1 to 10 supported`);
     const seq = clusterSeq++;
     const dir = mkdtempSync(join(root, `${DIR_PREFIX}${process.pid}-${seq}-`));
-    const n = opts.members ?? 1;
+    let tls: EtcdClientTls | undefined;
+    try {
+      tls = opts.tls ? makeCerts(dir) : undefined;
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
     // Client port 2 * i, peer port 2 * i + 1, from a block of 20 per cluster.
     const base = 23790 + seq * 20;
     const members: EtcdMember[] = Array.from({ length: n }, (_, i) => ({
@@ -99,12 +109,13 @@ export class EtcdCluster {
       logFile: join(dir, `m${i}.log`),
       pid: undefined,
     }));
-    const cluster = new EtcdCluster(dir, members, `podnet-${process.pid}-${seq}`, {
+    const cluster = new EtcdCluster(dir, members, `podnet-${process.pid}-${seq}`, tls, {
       members: n,
       heartbeatMs: opts.heartbeatMs ?? 50,
       electionMs: opts.electionMs ?? 500,
       startTimeoutMs: opts.startTimeoutMs ?? 20_000,
       tls: opts.tls ?? false,
+      progressNotifyMs: opts.progressNotifyMs ?? 0,
     });
     live.add(cluster);
     try {
@@ -295,6 +306,7 @@ export class EtcdCluster {
       '--log-outputs=stderr',
       '--log-level=warn',
     ];
+    if (this.opts.progressNotifyMs) args.push(`--experimental-watch-progress-notify-interval=${this.opts.progressNotifyMs}ms`);
     if (this.tls) {
       args.push(`--cert-file=${join(this.dir, 'server.crt')}`, `--key-file=${join(this.dir, 'server.key')}`, `--trusted-ca-file=${join(this.dir, 'ca.crt')}`, '--client-cert-auth');
     }
@@ -322,7 +334,7 @@ process.on('exit', () => {
 });
 
 /**
- * A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with
+ * A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, made with
  * openssl in `dir` (P-256 keys, valid one day).
  */
 function makeCerts(dir: string): EtcdClientTls {
@@ -334,7 +346,7 @@ function makeCerts(dir: string): EtcdClientTls {
     ssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
     ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`);
   };
-  issue('server', 'etcd', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+  issue('server', 'etcd', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
   issue('client', 'podnet', 'extendedKeyUsage=clientAuth\n');
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
   return { ca: read('ca.crt'), cert: read('client.crt'), key: read('client.key') };

@@ -15,9 +15,10 @@
  *   at once with 'Unavailable', whose message says the outcome is unknown: the write may
  *   have been applied. Retrying a create then gives 'KeyExists' if the first one landed.
  * - A watch survives the loss of its member: it reconnects (to any endpoint) and resumes
- *   after the last revision it delivered, so events are never repeated or skipped. It ends
- *   with 'Compacted' when the revision it needs is gone, and with 'Unavailable' when no
- *   member could serve it for `watchRetryMs`.
+ *   after the last revision it delivered (or that etcd's progress notifications vouched
+ *   for), so events are never repeated or skipped. It ends with 'Compacted' when the
+ *   revision it needs is gone, and with 'Unavailable' when no member could serve it for
+ *   `watchRetryMs`.
  *
  * All calls carry etcd's `hasleader` metadata (clientv3's WithRequireLeader): a member that
  * has lost its leader refuses requests at once instead of holding them, and closes the
@@ -276,7 +277,16 @@ export class EtcdStore implements Store {
       ...(opts.limit ? { limit: opts.limit } : {}),
       ...(opts.revision ? { revision: opts.revision } : {}),
     };
-    const res = await this.retrying('list', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range(req, { deadline }), opts.revision);
+    let res;
+    try {
+      res = await this.retrying('list', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range(req, { deadline }), opts.revision);
+    } catch (e) {
+      if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
+      // Rare (a client paging or relisting from too old a resourceVersion): worth the few
+      // reads that find the exact compaction revision.
+      const compactedRevision = await this.compactedRevision().catch(() => e.compactedRevision);
+      throw new StoreError('Compacted', `list: revision ${opts.revision} has been compacted (compacted revision ${compactedRevision})`, { cause: e.cause, ...(compactedRevision !== undefined ? { compactedRevision } : {}) });
+    }
     return { kvs: res.kvs.map((kv) => this.toKV(kv)), revision: opts.revision || rev(res.header.revision), more: res.more };
   }
 
@@ -369,25 +379,39 @@ export class EtcdStore implements Store {
 
   /**
    * Equivalent to `etcdctl compact REV --physical`: returns once the serving member has
-   * removed the history. Compacting at or below an existing compaction succeeds; a
-   * revision newer than the newest fails with PODNET_INVALID_ARGUMENT.
+   * removed the history. Like the SQLite store, a revision newer than the newest is
+   * clamped to the newest, and compacting at or below an existing compaction succeeds and
+   * changes nothing. etcd has one history: this compacts it for every prefix (every
+   * cluster sharing the etcd).
    */
   async compact(revision: number): Promise<void> {
+    const once = async (r: number) => {
+      try {
+        await this.retrying('compact', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.compact({ revision: r, physical: true }, { deadline }));
+      } catch (e) {
+        if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
+      }
+      this.noteCompacted(r);
+    };
     try {
-      await this.retrying('compact', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.compact({ revision, physical: true }, { deadline }));
+      await once(revision);
     } catch (e) {
-      if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
+      if (!(e instanceof PodnetError && classify(e.cause) === 'future')) throw e;
+      await once(Math.min(revision, await this.currentRevision()));
     }
-    this.noteCompacted(revision);
   }
 
   /**
-   * etcd's compaction revision C (history older than C is gone; C itself is still
-   * readable, so this is one less permissive than the contract requires). etcd does not
-   * report C directly: the store keeps the highest revision it knows to be compacted (its
-   * own compactions, watch cancellations, 'compacted' errors), checks it with one read at
-   * that revision, and if someone else (another client, `--auto-compaction-*`) has compacted
-   * further, finds C by bisecting reads between it and the newest revision.
+   * etcd's compaction revision C: the revision of the last `compact` (0 if none). History
+   * before C is gone; C itself can still be read and watched from, so this is one more than
+   * the contract's "oldest readable revision, minus one" — the conservative side, and what
+   * the contract's own compaction case expects (compact(R) → at least R).
+   *
+   * etcd does not report C directly. The store keeps the highest revision it knows to be
+   * compacted (its own compactions, watch cancellations, 'compacted' errors), checks it
+   * with one read at that revision, and only if someone else (another client, etcd's
+   * `--auto-compaction-*`) compacted further, finds C by bisecting reads up to the newest
+   * revision (about log2(revisions) cheap reads).
    */
   async compactedRevision(): Promise<number> {
     let lo = Math.max(1, this.knownCompacted);
@@ -486,6 +510,7 @@ export class EtcdStore implements Store {
         const f = classify(e);
         const msg = e instanceof Error ? e.message : String(e);
         if (f === 'compacted') {
+          // The request was for a revision below C, so C >= atRevision + 1: a lower bound.
           if (atRevision) this.noteCompacted(atRevision + 1);
           throw new StoreError('Compacted', `${op}: revision ${atRevision ?? '?'} has been compacted`, { cause: e, compactedRevision: this.knownCompacted });
         }
@@ -533,9 +558,10 @@ interface EtcdWatchInit {
 }
 
 /**
- * One store watch = one etcd watch stream. `last` is the revision of the last delivered
- * event: every (re)connection asks for `last + 1`, and events at or below `last` (a member
- * replaying what another one already sent) are dropped, so delivery stays exactly-once.
+ * One store watch = one etcd watch stream. `last` is the revision up to which every event
+ * has been delivered: every (re)connection asks for `last + 1`, and events at or below
+ * `last` (a member replaying what another one already sent) are dropped, so delivery stays
+ * exactly-once.
  */
 class EtcdWatch implements WatchHandle {
   private readonly init: EtcdWatchInit;
@@ -609,7 +635,14 @@ class EtcdWatch implements WatchHandle {
       this.attempt = 0;
       this.failingSince = undefined;
     }
-    if (!res.events.length) return;
+    if (!res.events.length) {
+      // A progress notification (no events, neither created nor canceled). etcd sends one
+      // only to a watcher that has been sent every event up to the header revision, so a
+      // later resume may start after it: an idle watch survives compactions beyond its
+      // last event instead of ending with 'Compacted' at its next reconnection.
+      if (!res.created) this.last = Math.max(this.last, rev(res.header.revision));
+      return;
+    }
     const events: StoreEvent[] = [];
     let last = this.last;
     for (const ev of res.events) {
