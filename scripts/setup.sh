@@ -15,6 +15,7 @@ PKGS=(
   iproute2 iptables nftables ipset conntrack kmod procps util-linux   # data plane
   iperf3 tcpdump socat iputils-ping                                    # tests and benchmarks
   user-mode-linux busybox-static ipvsadm                               # IPVS tests in a UML guest
+  etcd-server etcd-client                                              # podnet api on etcd (tests start their own)
   python3 make g++ ca-certificates openssl                             # node-gyp, test certificates
 )
 missing=()
@@ -28,7 +29,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
     { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } ||
     die "apt-get install ${missing[*]} failed"
+  # Debian starts an etcd service on install; podnet's tests start their own inside
+  # namespaces, so a daemon we just installed is stopped and disabled again.
+  if printf '%s\n' "${missing[@]}" | grep -qx etcd-server && command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 fi
+command -v kubectl >/dev/null || say "note: kubectl is not installed; the kubectl tests will be skipped (podnet does not need it)"
 
 # ---- 2. Node.js >= 20 (the test runners need it; Debian 12's own nodejs is 18)
 command -v node >/dev/null || die "Node.js 20 or newer is required (https://nodejs.org or NodeSource packages)"

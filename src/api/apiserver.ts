@@ -65,6 +65,7 @@ export class ApiServer {
     if (!tokens && !o.anonymousAdmin) log.warn('no --token-auth-file and no --allow-anonymous-admin: every request will be refused (401)');
     this.store = o.store.kind === 'sqlite' ? SqliteStore.open(o.store.dataDir) : await EtcdStore.open({ endpoints: o.store.endpoints, ...(o.store.prefix ? { prefix: o.store.prefix } : {}) });
     if (this.store instanceof SqliteStore) this.store.startCompaction();
+    else this.startEtcdCompaction(this.store);
     const clusterIPs: Partial<Record<4 | 6, ClusterIPAllocator>> = {};
     for (const c of o.serviceCIDRs) clusterIPs[c.family] = new ClusterIPAllocator(this.store, c);
     const watchCache = new WatchCache(this.store, { ...(o.watchCacheSize ? { capacity: o.watchCacheSize } : {}) });
@@ -112,6 +113,27 @@ export class ApiServer {
     });
     this.readyFlag = true;
     log.info({ listen: this.url, store: this.store.backend, serviceCIDRs: o.serviceCIDRs.map(String), tls: !!o.tls }, 'podnet api serving');
+  }
+
+  /**
+   * etcd keeps every revision until compacted: like kube-apiserver, compact every five
+   * minutes, keeping the last 10,000 revisions for watches and continue tokens.
+   */
+  private startEtcdCompaction(store: Store): void {
+    const loop = () => {
+      void (async () => {
+        const rev = await store.currentRevision();
+        if (rev > 10_000) await store.compact(rev - 10_000);
+      })()
+        .catch((e: unknown) => this.opts.log.warn({ err: String(e) }, 'etcd compaction failed'))
+        .finally(() => {
+          timer = setTimeout(loop, 5 * 60_000);
+          timer.unref();
+        });
+    };
+    let timer = setTimeout(loop, 5 * 60_000);
+    timer.unref();
+    this.stops.push(() => clearTimeout(timer));
   }
 
   /** Where clients reach it. */
