@@ -263,7 +263,7 @@ export async function insideOwnNetns(fileUrl: string, label: string): Promise<bo
   const file = new URL(fileUrl).pathname;
   const { spawn } = await import('node:child_process');
   const code = await new Promise<number>((resolve) => {
-    const child = spawn('nsenter', ['--net=' + ns.path, '--', process.execPath, ...process.execArgv, file], {
+    const child = spawn('nsenter', ['--net=' + ns.path, '--', process.execPath, ...process.execArgv, file, ...process.argv.slice(2)], {
       stdio: 'inherit',
       env: { ...process.env, PODNET_TEST_NETNS: ns.name ?? '' },
     });

@@ -4,6 +4,7 @@
  */
 const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void> }>> = {
   kernel: () => import('./kernel.js'),
+  api: () => import('./api.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

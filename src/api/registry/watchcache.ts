@@ -15,6 +15,8 @@ import type { Store, StoreError, StoreEvent, WatchHandle } from '../store/types.
 import { ROOT, parseKey } from './keys.js';
 
 export class CachedEvent {
+  /** Order of arrival in this cache (events of one etcd transaction share a revision). */
+  readonly seq: number;
   readonly revision: number;
   readonly type: 'create' | 'update' | 'delete';
   readonly resource: ResourceName;
@@ -27,7 +29,8 @@ export class CachedEvent {
   /** Other renderings (e.g. Table rows), computed once per event. */
   readonly renders = new Map<string, string>();
 
-  constructor(raw: StoreEvent, resource: ResourceName, namespace: string | undefined, name: string) {
+  constructor(seq: number, raw: StoreEvent, resource: ResourceName, namespace: string | undefined, name: string) {
+    this.seq = seq;
     this.raw = raw;
     this.revision = raw.revision;
     this.type = raw.type;
@@ -97,8 +100,8 @@ export type WatchEndReason = { kind: 'expired'; message: string } | { kind: 'slo
 interface Watcher {
   filter: WatchFilter;
   sink: WatchSink;
-  /** Events with revision <= this were sent (or filtered). */
-  sentUpTo: number;
+  /** Events with seq <= this were sent (or filtered). */
+  sentSeq: number;
   cancelled: boolean;
 }
 
@@ -111,14 +114,15 @@ export class WatchCache {
   private readonly store: Store;
   private readonly capacity: number;
   private readonly window: CachedEvent[] = [];
-  /** Revision the cache started from: it can serve watches from here on. */
-  private startRevision = 0;
   /** Newest revision observed. */
   private latest = 0;
   private readonly watchers = new Set<Watcher>();
   private handle: WatchHandle | undefined;
   private waiters: { revision: number; resolve: () => void }[] = [];
   private failed: string | undefined;
+  private seq = 0;
+  /** Keys already seen at revision `latest` (one etcd transaction may write several). */
+  private keysAtLatest = new Set<string>();
 
   constructor(store: Store, opts: WatchCacheOptions = {}) {
     this.store = store;
@@ -128,7 +132,6 @@ export class WatchCache {
   /** Starts following the store. Resolves once the watch is established. */
   async start(): Promise<void> {
     const rev = await this.store.currentRevision();
-    this.startRevision = rev;
     this.latest = rev;
     this.handle = this.store.watch(ROOT, rev, {
       onEvents: (evs) => this.ingest(evs),
@@ -175,7 +178,7 @@ export class WatchCache {
    * A revision the window no longer covers ends the watch at once with 'expired'.
    */
   watch(filter: WatchFilter, fromRevision: number, sink: WatchSink): () => void {
-    const w: Watcher = { filter, sink, sentUpTo: fromRevision, cancelled: false };
+    const w: Watcher = { filter, sink, sentSeq: 0, cancelled: false };
     const cancel = () => {
       w.cancelled = true;
       this.watchers.delete(w);
@@ -184,20 +187,16 @@ export class WatchCache {
       queueMicrotask(() => sink.end({ kind: 'error', message: this.failed! }));
       return cancel;
     }
-    if (fromRevision < this.oldestServable && fromRevision < this.startRevision) {
-      queueMicrotask(() => sink.end({ kind: 'expired', message: `too old resource version: ${fromRevision} (${this.oldestServable})` }));
-      return cancel;
-    }
     if (fromRevision < this.oldestServable) {
       queueMicrotask(() => sink.end({ kind: 'expired', message: `too old resource version: ${fromRevision} (${this.oldestServable})` }));
       return cancel;
     }
-    this.watchers.add(w);
-    // Replay what the window holds after fromRevision, asynchronously, then go live.
-    const replay = this.window.filter((e) => e.revision > fromRevision);
+    // Replay what the window holds after fromRevision, then go live — in one microtask, so
+    // no event can arrive in between and nothing is skipped or sent twice.
     queueMicrotask(() => {
       if (w.cancelled) return;
-      for (const ev of replay) this.deliver(w, ev);
+      for (const ev of this.window) if (ev.revision > fromRevision) this.deliver(w, ev);
+      if (!w.cancelled) this.watchers.add(w);
     });
     return cancel;
   }
@@ -212,11 +211,14 @@ export class WatchCache {
   private ingest(evs: StoreEvent[]): void {
     const batch: CachedEvent[] = [];
     for (const raw of evs) {
-      if (raw.revision <= this.latest) continue; // never twice
+      // Never twice (a store must not repeat events; this guards the cache anyway).
+      if (raw.revision < this.latest || (raw.revision === this.latest && this.keysAtLatest.has(raw.key))) continue;
+      if (raw.revision > this.latest) this.keysAtLatest = new Set();
+      this.keysAtLatest.add(raw.key);
       this.latest = raw.revision;
       const k = parseKey(raw.key);
       if (!k) continue;
-      batch.push(new CachedEvent(raw, k.resource, k.namespace, k.name));
+      batch.push(new CachedEvent(++this.seq, raw, k.resource, k.namespace, k.name));
     }
     for (const ev of batch) this.window.push(ev);
     if (this.window.length > this.capacity) this.window.splice(0, this.window.length - this.capacity);
@@ -236,8 +238,8 @@ export class WatchCache {
 
   /** Sends one event to one watcher if it concerns it, with the right watch type. */
   private deliver(w: Watcher, ev: CachedEvent): void {
-    if (ev.revision <= w.sentUpTo) return;
-    w.sentUpTo = ev.revision;
+    if (ev.seq <= w.sentSeq) return;
+    w.sentSeq = ev.seq;
     const f = w.filter;
     if (ev.resource !== f.resource) return;
     if (f.namespace !== undefined && ev.namespace !== f.namespace) return;

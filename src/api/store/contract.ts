@@ -1,8 +1,8 @@
 /**
  * The store contract: one list of cases every backend must pass (SQLite in the unit
  * tier, etcd in the netns tier). Framework-agnostic: each case uses node:assert and gets
- * a fresh, empty store; adapters in contract.test.ts (vitest) and
- * netns-tests/store-etcd.test.ts (tap) run them.
+ * a fresh, empty store; sqlite.test.ts (vitest) and netns-tests/store-etcd.test.ts (tap)
+ * run them.
  */
 import assert from 'node:assert/strict';
 import { StoreError } from './types.js';
@@ -300,6 +300,55 @@ export const storeContract: ContractCase[] = [
       } finally {
         await other.close();
       }
+    },
+  },
+  {
+    name: 'transactions apply every op or none',
+    async run({ store }) {
+      const a = await store.create('/registry/t/a', 'a1');
+      const before = await store.currentRevision();
+      const kvs = await store.transaction([
+        { kind: 'create', key: '/registry/t/b', value: 'b1' },
+        { kind: 'update', key: '/registry/t/a', value: 'a2', expectedModRevision: a.modRevision },
+        { kind: 'create', key: '/registry/t/c', value: 'c1' },
+      ]);
+      assert.deepEqual(kvs.map((k) => [k.key, k.value]), [['/registry/t/b', 'b1'], ['/registry/t/a', 'a2'], ['/registry/t/c', 'c1']]);
+      for (const kv of kvs) assert.ok(kv.modRevision > before, 'every op is later than what came before');
+      assert.equal(kvs[1]!.createRevision, a.createRevision);
+      // The last op fails: nothing of the transaction is applied.
+      const r0 = await store.currentRevision();
+      const err = await rejectsWith(store.transaction([
+        { kind: 'delete', key: '/registry/t/b' },
+        { kind: 'create', key: '/registry/t/d', value: 'd1' },
+        { kind: 'create', key: '/registry/t/c', value: 'again' },
+      ]), 'KeyExists');
+      assert.equal(err.key, '/registry/t/c', 'the error names the failing key');
+      assert.equal(await store.currentRevision(), r0, 'a failed transaction writes nothing');
+      assert.equal((await store.get('/registry/t/b'))?.value, 'b1');
+      assert.equal(await store.get('/registry/t/d'), undefined);
+      const conflict = await rejectsWith(store.transaction([{ kind: 'update', key: '/registry/t/a', value: 'x', expectedModRevision: a.modRevision }]), 'Conflict');
+      assert.equal(conflict.current?.value, 'a2');
+      await rejectsWith(store.transaction([{ kind: 'delete', key: '/registry/t/none' }]), 'NotFound');
+      const del = await store.transaction([{ kind: 'delete', key: '/registry/t/b' }, { kind: 'delete', key: '/registry/t/c' }]);
+      assert.deepEqual(del.map((k) => k.value), ['b1', 'c1'], 'deletes return the deleted values');
+      assert.deepEqual((await store.list('/registry/t/')).kvs.map((k) => k.key), ['/registry/t/a']);
+    },
+  },
+  {
+    name: 'a transaction is watched as its events, once each',
+    async run({ store }) {
+      const start = await store.currentRevision();
+      const w = collect(store, '/registry/tw/', start, 3);
+      await store.transaction([
+        { kind: 'create', key: '/registry/tw/x', value: '1' },
+        { kind: 'create', key: '/registry/tw/y', value: '2' },
+      ]);
+      await store.create('/registry/tw/z', '3');
+      const evs = await w.wait();
+      w.cancel();
+      assert.deepEqual(evs.map((e) => [e.type, e.key]), [['create', '/registry/tw/x'], ['create', '/registry/tw/y'], ['create', '/registry/tw/z']]);
+      for (let i = 1; i < evs.length; i++) assert.ok(evs[i]!.revision >= evs[i - 1]!.revision);
+      assert.ok(evs[2]!.revision > evs[1]!.revision);
     },
   },
   {

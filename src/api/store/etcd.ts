@@ -29,7 +29,7 @@ import { ClientClosedError, CompareResult, CompareTarget, Etcd3 } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, IOptions, IRequestOp, ITxnResponse, IWatchCreateRequest, IWatchRequest, IWatchResponse } from 'etcd3';
 import { ErrorCodes, PodnetError } from '../../util/errors.js';
 import { StoreError } from './types.js';
-import type { KV, ListOptions, ListResult, Store, StoreEvent, WatchHandle, WatchHandler } from './types.js';
+import type { KV, ListOptions, ListResult, Store, StoreEvent, TxnOp, WatchHandle, WatchHandler } from './types.js';
 
 /** TLS material for `https://` endpoints, as PEM contents (not paths). */
 export interface EtcdTlsOptions {
@@ -351,6 +351,56 @@ export class EtcdStore implements Store {
     // A concurrent delete between compare and delete cannot happen: a txn is atomic.
     if (!prev) throw new StoreError('NotFound', `${key} not found`, { key });
     return { ...this.toKV(prev), key, modRevision: rev(res.header.revision) };
+  }
+
+  /**
+   * One etcd transaction: a compare per op (absent for creates, present — and at the
+   * expected revision when given — for updates and deletes), then every put / delete. On
+   * failure the else branch reads every key, to name the first op that did not hold.
+   */
+  async transaction(ops: TxnOp[]): Promise<KV[]> {
+    if (!ops.length) return [];
+    if (new Set(ops.map((o) => o.key)).size !== ops.length) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a transaction may write each key only once', {});
+    const compare: ICompare[] = [];
+    const success: IRequestOp[] = [];
+    for (const op of ops) {
+      const k = this.k(op.key);
+      if (op.kind === 'create') {
+        compare.push({ key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 });
+        success.push({ request_put: { key: k, value: Buffer.from(op.value, 'utf8') } });
+        continue;
+      }
+      compare.push({ key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 });
+      if (op.expectedModRevision !== undefined) compare.push({ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: op.expectedModRevision });
+      success.push(op.kind === 'update' ? { request_put: { key: k, value: Buffer.from(op.value, 'utf8'), prev_kv: true } } : { request_delete_range: { key: k, prev_kv: true } });
+    }
+    const res = await this.txn('transaction', { compare, success, failure: ops.map((op) => ({ request_range: { key: this.k(op.key) } })) });
+    if (!res.succeeded) {
+      for (const [i, op] of ops.entries()) {
+        const cur = res.responses[i]?.response_range?.kvs[0];
+        if (op.kind === 'create') {
+          if (cur) throw new StoreError('KeyExists', `${op.key} already exists`, { key: op.key });
+          continue;
+        }
+        if (!cur) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
+        if (op.expectedModRevision !== undefined && rev(cur.mod_revision) !== op.expectedModRevision) {
+          throw new StoreError('Conflict', `${op.key} was modified: expected revision ${op.expectedModRevision}, stored ${rev(cur.mod_revision)}`, { key: op.key, current: { ...this.toKV(cur), key: op.key } });
+        }
+      }
+      throw new StoreError('Conflict', 'the transaction\'s preconditions changed while it ran; try again', {});
+    }
+    const r = rev(res.header.revision);
+    return ops.map((op, i): KV => {
+      const resp = res.responses[i];
+      if (op.kind === 'create') return { key: op.key, value: op.value, createRevision: r, modRevision: r };
+      if (op.kind === 'update') {
+        const prev = resp?.response_put?.prev_kv;
+        return { key: op.key, value: op.value, createRevision: prev ? rev(prev.create_revision) : r, modRevision: r };
+      }
+      const prev = resp?.response_delete_range?.prev_kvs[0];
+      if (!prev) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
+      return { ...this.toKV(prev), key: op.key, modRevision: r };
+    });
   }
 
   /**

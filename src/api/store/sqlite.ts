@@ -18,7 +18,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreError, isStoreError } from './types.js';
-import type { KV, ListOptions, ListResult, Store, StoreEvent, WatchHandle, WatchHandler } from './types.js';
+import type { KV, ListOptions, ListResult, Store, StoreEvent, TxnOp, WatchHandle, WatchHandler } from './types.js';
+import { ErrorCodes, PodnetError } from '../../util/errors.js';
 
 export interface SqliteStoreOptions {
   /** How often the policy started by startCompaction() runs (default 5 minutes). */
@@ -84,18 +85,29 @@ CREATE INDEX IF NOT EXISTS kine_name_id_deleted_index ON kine (name, id, deleted
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
-type WriteOp =
+type SingleOp =
   | { kind: 'create'; key: string; value: string }
   | { kind: 'update'; key: string; value: string; expected: number }
   | { kind: 'delete'; key: string; expected: number | undefined };
 
+/** A single write, or a transaction of several (all or none). */
+type WriteOp = SingleOp | { kind: 'txn'; ops: SingleOp[] };
+
 interface PendingWrite {
   op: WriteOp;
-  resolve(kv: KV): void;
+  resolve(kvs: KV[]): void;
   reject(err: StoreError): void;
 }
 
 type Outcome = { ok: true; kv: KV } | { ok: false; err: StoreError };
+type BatchOutcome = { ok: true; kvs: KV[] } | { ok: false; err: StoreError };
+
+/** Thrown inside a transaction's savepoint to roll it back. */
+class TxnAbort extends Error {
+  constructor(readonly err: StoreError) {
+    super(err.message);
+  }
+}
 
 interface Watcher {
   prefix: string;
@@ -282,16 +294,24 @@ export class SqliteStore implements Store {
     return this.#sql('count', () => this.#stmt<[Record<string, string>], number>(sql).pluck().get(params) ?? 0);
   }
 
-  create(key: string, value: string): Promise<KV> {
-    return this.#enqueue({ kind: 'create', key, value });
+  async create(key: string, value: string): Promise<KV> {
+    return (await this.#enqueue({ kind: 'create', key, value }))[0]!;
   }
 
-  update(key: string, value: string, expectedModRevision: number): Promise<KV> {
-    return this.#enqueue({ kind: 'update', key, value, expected: expectedModRevision });
+  async update(key: string, value: string, expectedModRevision: number): Promise<KV> {
+    return (await this.#enqueue({ kind: 'update', key, value, expected: expectedModRevision }))[0]!;
   }
 
-  delete(key: string, expectedModRevision?: number): Promise<KV> {
-    return this.#enqueue({ kind: 'delete', key, expected: expectedModRevision });
+  async delete(key: string, expectedModRevision?: number): Promise<KV> {
+    return (await this.#enqueue({ kind: 'delete', key, expected: expectedModRevision }))[0]!;
+  }
+
+  /** Several writes in one savepoint of the batch's transaction: all or none. */
+  async transaction(ops: TxnOp[]): Promise<KV[]> {
+    if (!ops.length) return [];
+    if (new Set(ops.map((o) => o.key)).size !== ops.length) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a transaction may write each key only once', {});
+    const single = ops.map((o): SingleOp => (o.kind === 'create' ? o : o.kind === 'update' ? { kind: 'update', key: o.key, value: o.value, expected: o.expectedModRevision } : { kind: 'delete', key: o.key, expected: o.expectedModRevision }));
+    return this.#enqueue({ kind: 'txn', ops: single });
   }
 
   /**
@@ -373,9 +393,9 @@ export class SqliteStore implements Store {
 
   // ---- writes -------------------------------------------------------------------------
 
-  #enqueue(op: WriteOp): Promise<KV> {
+  #enqueue(op: WriteOp): Promise<KV[]> {
     if (this.#closed) return Promise.reject(closedError());
-    return new Promise<KV>((resolve, reject) => {
+    return new Promise<KV[]>((resolve, reject) => {
       this.#queue.push({ op, resolve, reject });
       this.#scheduleFlush();
     });
@@ -394,22 +414,47 @@ export class SqliteStore implements Store {
     let chars = 0;
     while (n < this.#queue.length && n < this.#maxBatch && (n === 0 || chars < MAX_BATCH_CHARS)) {
       const op = this.#queue[n]!.op;
-      chars += op.kind === 'delete' ? 0 : op.value.length;
+      for (const o of op.kind === 'txn' ? op.ops : [op]) chars += o.kind === 'delete' ? 0 : o.value.length;
       n++;
     }
     const batch = this.#queue.splice(0, n);
     if (this.#queue.length > 0) this.#scheduleFlush();
     if (batch.length === 0) return;
 
-    const outcomes: Outcome[] = [];
+    const outcomes: BatchOutcome[] = [];
     const events: StoreEvent[] = [];
     let rev = this.#rev;
     try {
       this.#db.transaction(() => {
         for (const p of batch) {
+          if (p.op.kind === 'txn') {
+            const txn = p.op;
+            const local: StoreEvent[] = [];
+            const kvs: KV[] = [];
+            let r = rev;
+            try {
+              // A nested better-sqlite3 transaction is a SAVEPOINT: rolled back alone on abort.
+              this.#db.transaction(() => {
+                for (const sub of txn.ops) {
+                  const out = this.#apply(sub, r + 1, local);
+                  if (!out.ok) throw new TxnAbort(out.err);
+                  kvs.push(out.kv);
+                  r++;
+                }
+              })();
+            } catch (e) {
+              if (!(e instanceof TxnAbort)) throw e;
+              outcomes.push({ ok: false, err: e.err });
+              continue;
+            }
+            rev = r;
+            events.push(...local);
+            outcomes.push({ ok: true, kvs });
+            continue;
+          }
           const out = this.#apply(p.op, rev + 1, events);
           if (out.ok) rev++;
-          outcomes.push(out);
+          outcomes.push(out.ok ? { ok: true, kvs: [out.kv] } : out);
         }
       })();
     } catch (e) {
@@ -425,14 +470,14 @@ export class SqliteStore implements Store {
     }
     batch.forEach((p, i) => {
       const out = outcomes[i]!;
-      if (out.ok) p.resolve(out.kv);
+      if (out.ok) p.resolve(out.kvs);
       else p.reject(out.err);
     });
     if (written > 0) this.#fanOut(events, rev);
   }
 
   /** Validates one write against the rows written so far (this batch included) and stores it as revision `id`. */
-  #apply(op: WriteOp, id: number, events: StoreEvent[]): Outcome {
+  #apply(op: SingleOp, id: number, events: StoreEvent[]): Outcome {
     const head = this.#stmt<[string], HeadRow>('SELECT id, deleted, create_revision FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1').get(op.key);
     const live = head !== undefined && !head.deleted ? head : undefined;
     const insert = this.#stmt<[number, string, number, number, number, number, string]>(

@@ -53,7 +53,10 @@ export interface ListResult {
 }
 
 export interface WatchHandler {
-  /** Events in revision order, never repeated, never skipped. Called with batches. */
+  /**
+   * Events in revision order, never repeated, never skipped (the events of one etcd
+   * transaction share a revision). Called with batches.
+   */
   onEvents(events: StoreEvent[]): void;
   /** The watch has ended (Compacted: the start revision is gone; Unavailable: backend lost). */
   onError(err: StoreError): void;
@@ -63,10 +66,16 @@ export interface WatchHandle {
   cancel(): void;
 }
 
+/** One write of a multi-key transaction. */
+export type TxnOp =
+  | { kind: 'create'; key: string; value: string }
+  | { kind: 'update'; key: string; value: string; expectedModRevision: number }
+  | { kind: 'delete'; key: string; expectedModRevision?: number };
+
 export interface Store {
   /** "sqlite" or "etcd". */
   readonly backend: string;
-  /** The newest revision (0 for an empty store). */
+  /** The newest revision (0 or 1 for an empty store; on a shared etcd it counts every prefix). */
   currentRevision(): Promise<number>;
   get(key: string): Promise<KV | undefined>;
   /** Keys starting with `prefix`, in key order. */
@@ -82,11 +91,22 @@ export interface Store {
    * Resolves with the deleted value and modRevision = the deletion's revision.
    */
   delete(key: string, expectedModRevision?: number): Promise<KV>;
+  /**
+   * Applies every op or none (keys must be distinct). Resolves with one KV per op, in op
+   * order (a delete's KV as for delete()). Fails with the StoreError of the first op whose
+   * precondition does not hold ('KeyExists', 'NotFound' or 'Conflict', with its `key`).
+   * Revisions: all later than anything before; etcd gives every op of a transaction the
+   * same revision, SQLite consecutive ones.
+   */
+  transaction(ops: TxnOp[]): Promise<KV[]>;
   /** Every event on keys with `prefix` whose revision is greater than `afterRevision`. */
   watch(prefix: string, afterRevision: number, handler: WatchHandler): WatchHandle;
   /** Forgets history up to `revision` (the latest value of every live key is kept). */
   compact(revision: number): Promise<void>;
-  /** The oldest revision that can still be read or watched from, minus one. */
+  /**
+   * The revision history was compacted to: reads at it or later still work, watches
+   * from it deliver what came after it; anything older fails with 'Compacted'.
+   */
   compactedRevision(): Promise<number>;
   close(): Promise<void>;
 }
