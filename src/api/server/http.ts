@@ -7,11 +7,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { parse as parseYaml } from 'yaml';
-import { RESOURCES } from '../../client/resources.js';
+import { RESOURCES, apiVersionOf } from '../../client/resources.js';
 import type { KubeObject } from '../../client/types.js';
 import type { Logger } from '../../util/log.js';
 import { patchTypeOf } from '../patch/index.js';
 import type { FieldValidation, Registry } from '../registry/registry.js';
+import { MAX_OBJECT_DEPTH } from '../validation/schemas.js';
 import { ANONYMOUS, authorize } from './auth.js';
 import type { TokenAuthenticator, User } from './auth.js';
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, openapiFor, openapiRoot, versionInfo } from './discovery.js';
@@ -24,6 +25,14 @@ import type { IncludeObject } from './table.js';
 import { serveWatch } from './watch.js';
 
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
+/**
+ * Deepest nesting of objects and arrays a body may have — the limit on stored objects
+ * (../validation/schemas.ts), checked here already because patches are applied, and
+ * YAML aliases resolved, before the object is checked. A 3 MiB body of brackets would
+ * otherwise overflow the stack in the recursive steps after decoding (a 500).
+ * (kube-apiserver's JSON decoder stops at 10,000.)
+ */
+export const MAX_BODY_DEPTH = MAX_OBJECT_DEPTH;
 
 export interface HandlerOptions {
   registry: Registry;
@@ -67,7 +76,7 @@ function internal(e: unknown, log: Logger, req: IncomingMessage): ApiStatusError
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOptions, maxBody: number, note: (verb: string, resource: string) => void): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://podnet');
+  const url = requestURL(req.url);
   const path = url.pathname;
   const method = req.method ?? 'GET';
 
@@ -100,6 +109,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOp
     case 'notfound':
     case 'other':
       throw errors.notFoundPath(path);
+    case 'methodnotallowed':
+      throw errors.methodNotAllowed(r.method, r.path);
+    case 'badpath':
+      throw errors.badRequest(r.message);
     case 'discovery':
       if (method !== 'GET') throw errors.methodNotAllowed(method, path);
       if (r.what === 'api') return sendJson(res, 200, apiVersions());
@@ -109,6 +122,15 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOp
     case 'resource':
       note(r.verb, r.resource);
       return resourceRequest(req, res, r, url.searchParams, user, opts, maxBody);
+  }
+}
+
+/** The request target as a URL; an absolute-form target that does not parse is a 400, not a thrown TypeError. */
+function requestURL(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://podnet');
+  } catch {
+    throw errors.badRequest(`the request target ${JSON.stringify(target)} is not a valid URL`);
   }
 }
 
@@ -129,7 +151,7 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
   const reg = opts.registry;
   const info = RESOURCES[r.resource];
   const decision = authorize(user, r);
-  const forbid = (why: string) => errors.forbidden(user.name, r.verb, { group: info.group, resource: r.subresource ? `${info.resource}/${r.subresource}` : info.resource, ...(r.name ? { name: r.name } : {}) }, r.namespace, why);
+  const forbid = (why: string) => errors.forbidden(user.name, r.verb, { group: info.group, resource: info.resource, subresource: r.subresource, ...(r.name ? { name: r.name } : {}) }, r.namespace, why);
   if (decision.allowed === false) throw forbid(decision.reason);
   const fieldValidation = parseFieldValidation(q.get('fieldValidation'));
   const dryRun = parseDryRun(q.getAll('dryRun'));
@@ -160,6 +182,7 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
       return serveWatch(res, reg, {
         resource: r.resource,
         namespace: r.namespace,
+        name: r.name,
         labelSelector: q.get('labelSelector') ?? undefined,
         fieldSelector: q.get('fieldSelector') ?? undefined,
         resourceVersion: q.get('resourceVersion') ?? undefined,
@@ -311,19 +334,38 @@ async function readBody(req: IncomingMessage, limit: number, what: string, optio
   }
   const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
   if (type === 'application/yaml' || type === 'application/x-yaml' || type === 'text/yaml') {
+    let doc: unknown;
     try {
-      return parseYaml(text, { maxAliasCount: 100 });
+      doc = parseYaml(text, { maxAliasCount: 100 });
     } catch (e) {
       throw errors.badRequest(`error decoding YAML: ${(e as Error).message}`);
     }
+    // An alias of an ancestor (`a: &x [*x]`) decodes to a cycle: the depth check catches it.
+    checkDepth(doc, 'YAML');
+    // As kube-apiserver converts YAML to JSON: JSON values only (no shared nodes, no .inf / .nan).
+    return JSON.parse(JSON.stringify(doc) ?? 'null') as unknown;
   }
   if (type !== 'application/json' && !type.endsWith('+json') && type !== '*/*' && type !== '') {
     throw errors.unsupportedMediaType(type, ['application/json', 'application/yaml']);
   }
+  let doc: unknown;
   try {
-    return JSON.parse(text);
+    doc = JSON.parse(text);
   } catch (e) {
     throw errors.badRequest(`error decoding JSON: ${(e as Error).message}`);
+  }
+  checkDepth(doc, 'JSON');
+  return doc;
+}
+
+/** 400 when `doc` nests objects / arrays deeper than MAX_BODY_DEPTH (iterative: a deep body cannot overflow the stack here). */
+function checkDepth(doc: unknown, format: string): void {
+  const stack: [unknown, number][] = [[doc, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > MAX_BODY_DEPTH) throw errors.badRequest(`error decoding ${format}: the body nests objects and arrays deeper than ${MAX_BODY_DEPTH} levels`);
+    for (const x of Array.isArray(v) ? v : Object.values(v)) if (typeof x === 'object' && x !== null) stack.push([x, depth + 1]);
   }
 }
 
@@ -332,8 +374,12 @@ function warn(res: ServerResponse, warnings: string[]): void {
 }
 
 function sendObject(res: ServerResponse, code: number, resource: ResourceRequest['resource'], obj: KubeObject, table: { include: IncludeObject } | undefined): void {
-  if (table) return sendJson(res, code, tableOf(resource, [obj], { resourceVersion: obj.metadata.resourceVersion ?? '' }, table.include));
-  sendJson(res, code, obj);
+  // Objects that never went through the store (dryRun) carry no type: stamp it, as kube-apiserver's encoder does.
+  const info = RESOURCES[resource];
+  const { apiVersion: _a, kind: _k, ...rest } = obj;
+  const typed: KubeObject = { apiVersion: apiVersionOf(info), kind: info.kind, ...rest };
+  if (table) return sendJson(res, code, tableOf(resource, [typed], { resourceVersion: typed.metadata.resourceVersion ?? '' }, table.include));
+  sendJson(res, code, typed);
 }
 
 export function sendJson(res: ServerResponse, code: number, body: unknown): void {

@@ -28,7 +28,15 @@ export interface DiscoveryRequest {
   version: string;
 }
 
-export type Route = ResourceRequest | DiscoveryRequest | { kind: 'other'; path: string } | { kind: 'notfound'; path: string };
+export type Route =
+  | ResourceRequest
+  | DiscoveryRequest
+  | { kind: 'other'; path: string }
+  | { kind: 'notfound'; path: string }
+  /** A served path, but not with this method (POST to an object, PUT to a collection...): 405. */
+  | { kind: 'methodnotallowed'; method: string; path: string }
+  /** A path that cannot be decoded (a malformed %-escape): 400. */
+  | { kind: 'badpath'; path: string; message: string };
 
 const byGroupVersion = new Map<string, Map<string, ResourceName>>();
 for (const [name, r] of Object.entries(RESOURCES)) {
@@ -45,7 +53,12 @@ export function servedGroupVersions(): { group: string; version: string }[] {
 }
 
 export function route(method: string, path: string, query: URLSearchParams): Route {
-  const parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+  let parts: string[];
+  try {
+    parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+  } catch (e) {
+    return { kind: 'badpath', path, message: `the request path ${JSON.stringify(path)} is not valid: ${e instanceof Error ? e.message : String(e)}` };
+  }
   if (parts[0] === 'api') {
     if (parts.length === 1) return { kind: 'discovery', what: 'api', group: '', version: '' };
     const version = parts[1]!;
@@ -83,7 +96,7 @@ function resourceRoute(method: string, path: string, group: string, version: str
   const subresource = rest[2];
   if (subresource !== undefined && !(info.subresources as readonly string[]).includes(subresource)) return { kind: 'notfound', path };
   const verb = verbOf(method, name !== undefined, query);
-  if (!verb) return { kind: 'notfound', path };
+  if (!verb) return { kind: 'methodnotallowed', method, path };
   return { kind: 'resource', resource, namespace, name, subresource, verb };
 }
 

@@ -79,10 +79,16 @@ export const errors = {
   unauthorized(message = 'Unauthorized'): ApiStatusError {
     return new ApiStatusError(401, 'Unauthorized', message);
   },
-  forbidden(user: string, verb: string, t: Target, namespace: string | undefined, why: string): ApiStatusError {
+  /**
+   * As kube-apiserver's responsewriters.Forbidden: the object is named by its resource
+   * (`nodes "n2" is forbidden`, details.kind "nodes"); a subresource appears only in the
+   * "cannot <verb> resource" phrase (`resource "nodes/status"`).
+   */
+  forbidden(user: string, verb: string, t: Target & { subresource?: string | undefined }, namespace: string | undefined, why: string): ApiStatusError {
     const what = t.name ? `${qualified(t)} "${t.name}"` : qualified(t);
     const scope = namespace ? ` in the namespace "${namespace}"` : ' at the cluster scope';
-    return new ApiStatusError(403, 'Forbidden', `${what} is forbidden: User "${user}" cannot ${verb} resource "${t.resource}" in API group "${t.group}"${scope}: ${why}`, {
+    const resource = t.subresource ? `${t.resource}/${t.subresource}` : t.resource;
+    return new ApiStatusError(403, 'Forbidden', `${what} is forbidden: User "${user}" cannot ${verb} resource "${resource}" in API group "${t.group}"${scope}: ${why}`, {
       ...(t.name ? { name: t.name } : {}),
       group: t.group,
       kind: t.resource,

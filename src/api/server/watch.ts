@@ -21,6 +21,8 @@ import type { IncludeObject } from './table.js';
 export interface WatchRequest {
   resource: ResourceName;
   namespace: string | undefined;
+  /** A watch on an object's path (`/api/v1/nodes/n1?watch=true`) sees that object only. */
+  name?: string | undefined;
   labelSelector?: string | undefined;
   fieldSelector?: string | undefined;
   resourceVersion?: string | undefined;
@@ -105,12 +107,13 @@ export async function serveWatch(res: ServerResponse, registry: Registry, req: W
 
   res.on('close', finish);
 
+  const named = (o: KubeObject) => req.name === undefined || o.metadata.name === req.name;
   if (initial) {
-    for (const item of initial.items) line('ADDED', render(item));
+    for (const item of initial.items) if (named(item)) line('ADDED', render(item));
     if (req.sendInitialEvents && req.allowWatchBookmarks) bookmark({ 'k8s.io/initial-events-end': 'true' });
   }
 
-  cancel = registry.watchCache.watch({ resource: req.resource, ...(namespace !== undefined ? { namespace } : {}), matches: (o) => labels(o.metadata.labels) && fields(o) }, lastRev, {
+  cancel = registry.watchCache.watch({ resource: req.resource, ...(namespace !== undefined ? { namespace } : {}), matches: (o) => named(o) && labels(o.metadata.labels) && fields(o) }, lastRev, {
     event: (type, ev, left) => {
       const obj = left ? ev.previousStamped! : ev.object;
       line(type, render(obj, { ev, left }));

@@ -4,7 +4,7 @@
  * naming its field, so one 422 tells the user everything that is wrong.
  */
 import type { ResourceName } from '../../client/resources.js';
-import type { Condition, EndpointSlice, KubeObject, Lease, Node, Pod, Service } from '../../client/types.js';
+import type { Condition, EndpointSlice, KubeObject, Lease, Namespace, Node, Pod, Service } from '../../client/types.js';
 import { FieldErrors } from './fielderrors.js';
 import * as f from './formats.js';
 
@@ -19,6 +19,7 @@ export function validate(resource: ResourceName, obj: KubeObject, ctx: RuleConte
   metadata(e, resource, obj);
   switch (resource) {
     case 'namespaces':
+      namespace(e, obj as Namespace);
       break;
     case 'nodes':
       node(e, obj as Node);
@@ -53,6 +54,12 @@ function metadata(e: FieldErrors, resource: ResourceName, obj: KubeObject): void
   const m = obj.metadata;
   if (!m.name) e.required('metadata.name', 'name or generateName is required');
   else NAME_RULE[resource](e, 'metadata.name', m.name);
+  if (m.generateName) {
+    // A prefix: it may end in '-' (kube-apiserver's maskTrailingDash, quirk included).
+    const g = m.generateName;
+    const masked = g.length > 1 && g.endsWith('-') ? `${g.slice(0, -2)}a` : g;
+    if (!NAME_RULE[resource](new FieldErrors(), 'metadata.generateName', masked)) NAME_RULE[resource](e, 'metadata.generateName', g);
+  }
   f.labels(e, 'metadata.labels', m.labels);
   f.annotations(e, 'metadata.annotations', m.annotations);
   for (const [i, fin] of (m.finalizers ?? []).entries()) f.qualifiedName(e, `metadata.finalizers[${i}]`, fin);
@@ -74,6 +81,11 @@ function dualStackList(e: FieldErrors, field: string, values: string[], parse: (
   if (values.length > 2) e.tooMany(field, 2);
   const fams = values.map((v, i) => parse(`${field}[${i}]`, v));
   if (fams.length === 2 && fams[0] && fams[0] === fams[1]) e.invalid(field, values, 'may specify no more than one IP for each IP family');
+}
+
+function namespace(e: FieldErrors, ns: Namespace): void {
+  for (const [i, fin] of (ns.spec?.finalizers ?? []).entries()) f.qualifiedName(e, `spec.finalizers[${i}]`, fin);
+  if (ns.status?.phase) f.oneOf(e, 'status.phase', ns.status.phase, ['Active', 'Terminating']);
 }
 
 function node(e: FieldErrors, n: Node): void {

@@ -222,6 +222,8 @@ export function fieldPath(path: readonly PropertyKey[]): string {
  * fields dropped unless strict) or the issues found.
  */
 export function checkStructure(resource: ResourceName, obj: unknown, strict: boolean): { ok: true; value: Record<string, unknown>; unknown: string[] } | { ok: false; issues: StructuralIssue[] } {
+  const shape = shapeIssues(obj);
+  if (shape.length) return { ok: false, issues: shape };
   const unknown = strict ? [] : findUnknown(resource, obj);
   const schema = (strict ? strictSchemas : strippingSchemas)[resource];
   const r = schema.safeParse(obj);
@@ -231,10 +233,52 @@ export function checkStructure(resource: ResourceName, obj: unknown, strict: boo
     if (i.code === 'unrecognized_keys') {
       for (const k of i.keys) issues.push({ field: fieldPath([...i.path, k]), message: `unknown field "${fieldPath([...i.path, k])}"`, unknownField: true });
     } else {
-      issues.push({ field: fieldPath(i.path), message: describeIssue(i), unknownField: false });
+      issues.push({ field: fieldPath(i.path), message: describeIssue(i, valueAt(obj, i.path)), unknownField: false });
     }
   }
   return { ok: false, issues };
+}
+
+/**
+ * Deepest nesting of objects and arrays an object may have. The served kinds need about a
+ * dozen levels; opaque subtrees (volumes, probes...) could otherwise be grown without
+ * bound, one JSON patch at a time, until copying or encoding the object overflows the stack.
+ */
+export const MAX_OBJECT_DEPTH = 100;
+
+/**
+ * What no schema can say, found in one iterative walk: nesting deeper than
+ * MAX_OBJECT_DEPTH, and own `__proto__` keys (JSON.parse makes them plain properties; zod
+ * drops them from records silently, so a label or annotation would vanish without an
+ * error, and plain assignment of one sets a prototype).
+ */
+function shapeIssues(obj: unknown): StructuralIssue[] {
+  const out: StructuralIssue[] = [];
+  const stack: [unknown, PropertyKey[]][] = [[obj, []]];
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (path.length >= MAX_OBJECT_DEPTH) {
+      out.push({ field: fieldPath(path), message: `nests objects and arrays deeper than ${MAX_OBJECT_DEPTH} levels`, unknownField: false });
+      break;
+    }
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push([x, [...path, i]]));
+    else {
+      if (Object.hasOwn(v, '__proto__')) out.push({ field: fieldPath([...path, '__proto__']), message: 'the field name "__proto__" is not allowed', unknownField: false });
+      for (const [k, x] of Object.entries(v)) if (k !== '__proto__') stack.push([x, [...path, k]]);
+    }
+  }
+  return out;
+}
+
+/** The input value at a zod issue path (zod 4 issues do not carry it). */
+function valueAt(obj: unknown, path: readonly PropertyKey[]): { found: boolean; value: unknown } {
+  let cur = obj;
+  for (const k of path) {
+    if (typeof cur !== 'object' || cur === null || !Object.hasOwn(cur, k)) return { found: false, value: undefined };
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return { found: true, value: cur };
 }
 
 /** Unknown field names (for the Warning header of fieldValidation=Warn). */
@@ -244,10 +288,13 @@ function findUnknown(resource: ResourceName, obj: unknown): string[] {
   return r.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => fieldPath([...i.path, k])) : []));
 }
 
-function describeIssue(i: z.core.$ZodIssue): string {
+function describeIssue(i: z.core.$ZodIssue, at: { found: boolean; value: unknown }): string {
   if (i.code === 'invalid_type') {
-    const got = i.input === undefined ? 'nothing' : Array.isArray(i.input) ? 'array' : i.input === null ? 'null' : typeof i.input;
-    return i.input === undefined ? `Required value: expected ${i.expected}` : `expected ${i.expected === 'int' ? 'an integer' : i.expected}, got ${got}`;
+    const v = at.value;
+    const expected = i.expected === 'int' ? 'an integer' : /^[aeiou]/.test(i.expected) ? `an ${i.expected}` : `a ${i.expected}`;
+    if (!at.found || v === undefined) return `Required value: expected ${expected}`;
+    const got = Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v === 'number' ? `the number ${v}` : typeof v === 'object' ? 'an object' : `a ${typeof v}`;
+    return `expected ${expected}, got ${got}`;
   }
   if (i.code === 'invalid_union') return 'expected an integer or a string';
   return i.message;
