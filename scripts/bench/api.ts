@@ -8,7 +8,9 @@
  *   4. RSS of the api holding 10,000 Services and 100,000 endpoints (EndpointSlices)
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { Agent, request } from 'undici';
@@ -134,13 +136,20 @@ export async function run(argv: string[]): Promise<void> {
     const worker = fileURLToPath(new URL('./watch-worker.js', import.meta.url));
     const kids = Array.from({ length: workers }, (_, w) => {
       const n = Math.floor(watchers / workers) + (w < watchers % workers ? 1 : 0);
-      const child = spawn(process.execPath, [worker, api.url, leases, ADMIN_TOKEN, String(n), String(events), listRV], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const resultFile = join(tmpdir(), `pnb-${process.pid}-watch-${w}.json`);
+      const child = spawn(process.execPath, [worker, api.url, leases, ADMIN_TOKEN, String(n), String(events), listRV, resultFile], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       const ready = new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         if (out.startsWith('ready\n')) r();
       }));
-      const result = new Promise<{ latencies: number[] }>((r) => child.on('close', () => r(JSON.parse(out.slice(out.indexOf('\n') + 1)) as { latencies: number[] })));
+      const result = new Promise<{ latencies: number[] }>((r) =>
+        child.on('close', () => {
+          const data = JSON.parse(readFileSync(resultFile, 'utf8')) as { latencies: number[] };
+          rmSync(resultFile, { force: true });
+          r(data);
+        }),
+      );
       return { child, ready, result };
     });
     await Promise.all(kids.map((k) => k.ready));

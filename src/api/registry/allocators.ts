@@ -8,7 +8,8 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Family } from '../../util/ipnet.js';
-import { Cidr, familyOf } from '../../util/ipnet.js';
+import { isIP } from 'node:net';
+import { Cidr, familyOf, parseIP } from '../../util/ipnet.js';
 import type { Store, TxnOp } from '../store/types.js';
 import { isStoreError } from '../store/types.js';
 
@@ -56,8 +57,9 @@ export abstract class KeyAllocator<V extends string | number> {
   protected abstract describe(): string;
   abstract contains(v: V): boolean;
 
+  /** The record key of a value (an address in canonical form: one address, one key). */
   key(v: V): string {
-    return `${RANGES}${this.dir}/${v}`;
+    return `${RANGES}${this.dir}/${typeof v === 'string' && isIP(v) ? parseIP(v) : v}`;
   }
 
   /** The transaction op that records `v` as held by `owner` (fails with KeyExists if taken). */

@@ -19,7 +19,7 @@ import { AllocationError } from './allocators.js';
 import { collectionPrefix, objectKey } from './keys.js';
 import { canonical, clone, dropNulls, encode, generateName, isPlainObject, newUid, now, stampStored } from './objects.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
-import { ServiceAllocations, newPlanState } from './serviceips.js';
+import { ServiceAllocations, newPlanState, prepareServiceUpdate } from './serviceips.js';
 import type { ServiceNetwork } from './serviceips.js';
 import { WatchCache, decodeObject } from './watchcache.js';
 
@@ -312,6 +312,7 @@ export class Registry {
       const old = decodeObject(resource, kv.value, kv.modRevision);
       if (requestedRV !== undefined && requestedRV !== '' && requestedRV !== old.metadata.resourceVersion) throw errors.conflict(target(resource, name));
       const obj = build(clone(old));
+      if (resource === 'services' && !opts.subresource) prepareServiceUpdate(obj as Service, old as Service);
       if (obj.metadata.uid && obj.metadata.uid !== old.metadata.uid) {
         throw errors.conflict(target(resource, name), `Precondition failed: UID in precondition: ${obj.metadata.uid}, UID in object meta: ${old.metadata.uid}`);
       }

@@ -6,7 +6,8 @@
  * only after the Service write succeeded.
  */
 import type { IPFamily, Service, ServicePort } from '../../client/types.js';
-import { familyOf } from '../../util/ipnet.js';
+import { isIP } from 'node:net';
+import { familyOf, parseIP } from '../../util/ipnet.js';
 import type { Family } from '../../util/ipnet.js';
 import { AllocationError, ClusterIPAllocator, PortAllocator } from './allocators.js';
 import type { KeyAllocator, Owner } from './allocators.js';
@@ -50,11 +51,11 @@ export class ServiceAllocations {
 
   /**
    * Fills the Service's networking fields (families, ClusterIPs, NodePorts) on create
-   * (`old` undefined) or update, keeping what `old` already holds, and returns the record
-   * ops to write with it. Writes nothing. AllocationError for a value out of range.
+   * (`old` undefined) or update (after prepareServiceUpdate), keeping what `old` already
+   * holds, and returns the record ops to write with it. Writes nothing. AllocationError
+   * for a value out of range. Requested addresses are stored in canonical form.
    */
   async plan(svc: Service, old: Service | undefined, owner: Owner, state: PlanState): Promise<AllocationPlan> {
-    if (old) carryOver(svc, old);
     const spec = (svc.spec ??= {});
     const plan: AllocationPlan = {
       ops: [],
@@ -124,7 +125,8 @@ export class ServiceAllocations {
     }
     const configured = ([4, 6] as const).filter((f) => this.net.clusterIPs[f]);
     const dualStackCluster = configured.length === 2;
-    const requested = (spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : []).filter((x) => x !== '');
+    // Canonical spelling ("FD00:10:96:0::5" is fd00:10:96::5): one address, one record.
+    const requested = (spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : []).filter((x) => x !== '').map((ip) => (ip === 'None' || isIP(ip) === 0 ? ip : parseIP(ip)));
     const headless = requested[0] === 'None';
     // Families: explicit, else from requested IPs, else the cluster's primary.
     let families: Family[] = (spec.ipFamilies ?? []).map(famNum);
@@ -189,12 +191,17 @@ export class ServiceAllocations {
     const wantsHealthCheck = spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local';
     const oldHeld = new Set(old ? heldPorts(old) : []);
     // Values given in the object first, so that no random pick lands on one of them.
-    if (wantsNodePorts) for (const p of spec.ports ?? []) if (p.nodePort) avoid.add(ports.key(p.nodePort));
+    for (const p of spec.ports ?? []) if (p.nodePort && (wantsNodePorts || spec.type === 'LoadBalancer')) avoid.add(ports.key(p.nodePort));
     if (wantsHealthCheck && spec.healthCheckNodePort) avoid.add(ports.key(spec.healthCheckNodePort));
     const usedHere = new Map<number, ServicePort>();
     for (const [i, p] of (spec.ports ?? []).entries()) {
       if (!wantsNodePorts) {
+        // A LoadBalancer that allocates no NodePorts still holds the ones the user gave.
         if (spec.type !== 'LoadBalancer') delete p.nodePort;
+        else if (p.nodePort && !usedHere.has(p.nodePort)) {
+          if (!oldHeld.has(p.nodePort)) request(p.nodePort, `spec.ports[${i}].nodePort`);
+          usedHere.set(p.nodePort, p);
+        }
         continue;
       }
       if (p.nodePort) {
@@ -215,6 +222,53 @@ export class ServiceAllocations {
       spec.healthCheckNodePort = await pick('spec.healthCheckNodePort');
     }
   }
+}
+
+/**
+ * What an update of a Service does before it is validated, as kube-apiserver does:
+ * fields the new type no longer uses are dropped when the user left them as they were
+ * (dropTypeDependentFields: `kubectl patch -p '{"spec":{"type":"ClusterIP"}}'` on a
+ * NodePort Service works); allocated values the user omitted are kept
+ * (patchAllocatedValues); a dual-stack Service set to SingleStack keeps its primary
+ * address and family only (trimFieldsForDualStackDowngrade).
+ */
+export function prepareServiceUpdate(svc: Service, old: Service): void {
+  dropTypeDependentFields(svc, old);
+  carryOver(svc, old);
+  const spec = (svc.spec ??= {});
+  const wasDual = old.spec?.ipFamilyPolicy === 'RequireDualStack' || old.spec?.ipFamilyPolicy === 'PreferDualStack';
+  if (wasDual && spec.ipFamilyPolicy === 'SingleStack') {
+    if ((spec.clusterIPs?.length ?? 0) > 1) spec.clusterIPs = spec.clusterIPs!.slice(0, 1);
+    if ((spec.ipFamilies?.length ?? 0) > 1) spec.ipFamilies = spec.ipFamilies!.slice(0, 1);
+  }
+}
+
+const needsClusterIP = (s: Service) => s.spec?.type !== 'ExternalName';
+const needsNodePorts = (s: Service) => s.spec?.type === 'NodePort' || s.spec?.type === 'LoadBalancer';
+const needsHealthCheckPort = (s: Service) => s.spec?.type === 'LoadBalancer' && s.spec.externalTrafficPolicy === 'Local';
+const externallyAccessible = (s: Service) => needsNodePorts(s) || (s.spec?.type === 'ClusterIP' && (s.spec.externalIPs?.length ?? 0) > 0);
+const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+
+function dropTypeDependentFields(svc: Service, old: Service): void {
+  const spec = (svc.spec ??= {});
+  const o = old.spec ?? {};
+  if (needsClusterIP(old) && !needsClusterIP(svc)) {
+    if (same(spec.clusterIP, o.clusterIP) && same(spec.clusterIPs, o.clusterIPs)) {
+      delete spec.clusterIP;
+      delete spec.clusterIPs;
+    }
+    if (same(spec.ipFamilies, o.ipFamilies)) delete spec.ipFamilies;
+    if (same(spec.ipFamilyPolicy, o.ipFamilyPolicy)) delete spec.ipFamilyPolicy;
+  }
+  if (needsNodePorts(old) && !needsNodePorts(svc)) {
+    const nodePorts = (x: { ports?: ServicePort[] }) => (x.ports ?? []).map((p) => p.nodePort ?? 0);
+    if (same(nodePorts(spec), nodePorts(o))) for (const p of spec.ports ?? []) delete p.nodePort;
+  }
+  if (needsHealthCheckPort(old) && !needsHealthCheckPort(svc) && spec.healthCheckNodePort === o.healthCheckNodePort) delete spec.healthCheckNodePort;
+  if (o.type === 'LoadBalancer' && spec.type !== 'LoadBalancer') {
+    if (spec.allocateLoadBalancerNodePorts !== undefined && spec.allocateLoadBalancerNodePorts === o.allocateLoadBalancerNodePorts) delete spec.allocateLoadBalancerNodePorts;
+  }
+  if (externallyAccessible(old) && !externallyAccessible(svc) && spec.externalTrafficPolicy === o.externalTrafficPolicy) delete spec.externalTrafficPolicy;
 }
 
 /** Fields a user may omit on update that keep their allocated value (kube's patchAllocatedValues). */
@@ -240,7 +294,7 @@ function carryOver(svc: Service, old: Service): void {
       const match = (o.ports ?? []).find((q) => q.port === p.port && (q.protocol ?? 'TCP') === (p.protocol ?? 'TCP')) ?? (p.name ? (o.ports ?? []).find((q) => q.name === p.name) : undefined);
       if (match?.nodePort) p.nodePort = match.nodePort;
     }
-    if (!spec.healthCheckNodePort && o.healthCheckNodePort) spec.healthCheckNodePort = o.healthCheckNodePort;
+    if (!spec.healthCheckNodePort && o.healthCheckNodePort && needsHealthCheckPort(svc) && needsHealthCheckPort(old)) spec.healthCheckNodePort = o.healthCheckNodePort;
   }
 }
 
