@@ -46,6 +46,8 @@ export interface ApiProcessOptions {
   /** Use etcd instead of SQLite. */
   etcdServers?: string;
   etcdPrefix?: string;
+  /** Options for node itself (e.g. --cpu-prof when profiling a benchmark). */
+  nodeArgs?: string[];
 }
 
 export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess> {
@@ -75,6 +77,7 @@ export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess
   );
   let out = '';
   const args = [
+    ...(opts.nodeArgs ?? []),
     CLI, 'api',
     '--listen', `127.0.0.1:${port}`,
     '--token-auth-file', tokenFile,

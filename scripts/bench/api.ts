@@ -8,7 +8,9 @@
  *   4. RSS of the api holding 10,000 Services and 100,000 endpoints (EndpointSlices)
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { Agent, request } from 'undici';
@@ -56,6 +58,12 @@ async function createServices(api: ApiProcess, n: number): Promise<number> {
   } finally {
     await agent.close();
   }
+}
+
+/** The k-th endpoint address: 10.128.0.1 onwards (10.128.0.0/9 holds the 100,000 of the benchmark). */
+function endpointIP(k: number): string {
+  const n = k + 1;
+  return `10.${128 + (n >>> 16)}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 function rssMiB(pid: number): { rss: number; hwm: number } {
@@ -106,7 +114,7 @@ export async function run(argv: string[]): Promise<void> {
     // ---- 4. RSS with Services + 100,000 endpoints (slices written directly, 10 endpoints each)
     const agent = new Agent({ connections: CONCURRENCY });
     await pool(services, CONCURRENCY, async (i) => {
-      const eps = Array.from({ length: endpointsPerSlice }, (_, j) => ({ addresses: [`10.244.${Math.floor(i / 25)}.${(i % 25) * 10 + j + 1}`], conditions: { ready: true, serving: true, terminating: false }, nodeName: `node-${i % 50}`, targetRef: { kind: 'Pod', namespace: 'default', name: `pod-${i}-${j}` } }));
+      const eps = Array.from({ length: endpointsPerSlice }, (_, j) => ({ addresses: [endpointIP(i * endpointsPerSlice + j)], conditions: { ready: true, serving: true, terminating: false }, nodeName: `node-${i % 50}`, targetRef: { kind: 'Pod', namespace: 'default', name: `pod-${i}-${j}` } }));
       const r = await request(`${api.url}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices`, { dispatcher: agent, method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `svc-${i}-abcde`, labels: { 'kubernetes.io/service-name': `svc-${i}` } }, addressType: 'IPv4', endpoints: eps, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] }) });
       const text = await r.body.text();
       if (r.statusCode !== 201) throw new Error(`slice ${i}: ${r.statusCode} ${text}`);
@@ -128,13 +136,20 @@ export async function run(argv: string[]): Promise<void> {
     const worker = fileURLToPath(new URL('./watch-worker.js', import.meta.url));
     const kids = Array.from({ length: workers }, (_, w) => {
       const n = Math.floor(watchers / workers) + (w < watchers % workers ? 1 : 0);
-      const child = spawn(process.execPath, [worker, api.url, leases, ADMIN_TOKEN, String(n), String(events), listRV], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const resultFile = join(tmpdir(), `pnb-${process.pid}-watch-${w}.json`);
+      const child = spawn(process.execPath, [worker, api.url, leases, ADMIN_TOKEN, String(n), String(events), listRV, resultFile], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       const ready = new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         if (out.startsWith('ready\n')) r();
       }));
-      const result = new Promise<{ latencies: number[] }>((r) => child.on('exit', () => r(JSON.parse(out.slice(out.indexOf('\n') + 1)) as { latencies: number[] })));
+      const result = new Promise<{ latencies: number[] }>((r) =>
+        child.on('close', () => {
+          const data = JSON.parse(readFileSync(resultFile, 'utf8')) as { latencies: number[] };
+          rmSync(resultFile, { force: true });
+          r(data);
+        }),
+      );
       return { child, ready, result };
     });
     await Promise.all(kids.map((k) => k.ready));

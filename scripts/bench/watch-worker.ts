@@ -1,12 +1,13 @@
 /**
  * A child of the api benchmark: opens N watches on one collection and records, for each
  * event, the delay between the timestamp the writer put in the object and its arrival.
- * Prints {"latencies":[...ms], "events": n} on stdout when told to stop (SIGTERM) or
+ * Writes {"latencies":[...ms], "events": n} to RESULT_FILE when told to stop (SIGTERM) or
  * when every watcher has seen `expect` events.
  */
+import { writeFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 
-const [url, path, token, watchersArg, expectArg, startRV] = process.argv.slice(2);
+const [url, path, token, watchersArg, expectArg, startRV, resultFile] = process.argv.slice(2);
 const watchers = Number(watchersArg);
 const expect = Number(expectArg);
 const agent = new Agent({ connections: watchers + 2 });
@@ -37,7 +38,7 @@ async function watch(): Promise<void> {
 }
 
 function finish(): void {
-  process.stdout.write(JSON.stringify({ latencies, events: latencies.length }));
+  writeFileSync(resultFile!, JSON.stringify({ latencies, events: latencies.length }));
   process.exit(0);
 }
 

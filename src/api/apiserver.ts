@@ -17,6 +17,8 @@ import { EndpointSliceController } from './controllers/endpointslices.js';
 import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { TerminatingPodCollector } from './controllers/podgc.js';
 import { AllocationRepair } from './controllers/repair.js';
+import { LocalInformer } from './controllers/informer.js';
+import type { Namespace } from '../client/types.js';
 import { TokenAuthenticator } from './server/auth.js';
 import { createHandler } from './server/http.js';
 import { ApiMetrics } from './server/metrics.js';
@@ -74,6 +76,10 @@ export class ApiServer {
     const registry = new Registry({ store: this.store, watchCache, network: { clusterIPs, primary: o.serviceCIDRs[0]!.family, nodePorts: new PortAllocator(this.store, o.nodePortRange) } });
     this.registry = registry;
     await registry.bootstrap();
+    const namespaces = new LocalInformer<Namespace>(registry, 'namespaces', log.child({ component: 'namespace-lister' }));
+    await namespaces.start();
+    registry.useNamespaceLister(namespaces);
+    this.stops.push(() => namespaces.stop());
 
     const disabled = new Set(o.disabledControllers ?? []);
     if (!disabled.has('endpointslice')) {

@@ -26,7 +26,7 @@ export function apiCommand(): Command {
     .option('--node-monitor-grace-period <duration>', 'how long a node may go without renewing its Lease before it is Ready=Unknown', '40s')
     .option('--node-monitor-period <duration>', 'how often node Leases are checked', '5s')
     .option('--watch-cache-size <n>', 'events kept for watches to resume from', '20000')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(process.env.PODNET_LOG_LEVEL ?? 'info'))
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const log = createLogger({ level: String(o.logLevel), component: 'api' });
       const disabled = String(o.disableControllers ?? '')

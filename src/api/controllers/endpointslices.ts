@@ -147,8 +147,13 @@ export function desiredSlices(svc: Service, pods: Pod[]): DesiredSlice[] {
     const ips = pod.status?.podIPs?.length ? pod.status.podIPs.map((x) => x.ip) : pod.status?.podIP ? [pod.status.podIP] : [];
     if (!ips.length) continue;
     const ports = resolvePorts(svc, pod);
+    // As kube's podToEndpoint: serving is the pod's readiness; ready is that unless terminating,
+    // or true whatever the pod says when the Service publishes not-ready addresses.
+    const serving = podReady(pod);
     const terminating = !!pod.metadata.deletionTimestamp;
-    const ready = spec.publishNotReadyAddresses ? true : podReady(pod);
+    const ready = !!spec.publishNotReadyAddresses || (serving && !terminating);
+    // The DNS hostname belongs to the Service the pod names as its subdomain (ShouldSetHostname).
+    const hostname = pod.spec?.hostname && pod.spec.subdomain === svc.metadata.name ? pod.spec.hostname : undefined;
     for (const fam of families) {
       const ip = ips.find((x) => (familyOf(x) === 4 ? 'IPv4' : 'IPv6') === fam);
       if (!ip) continue;
@@ -157,9 +162,9 @@ export function desiredSlices(svc: Service, pods: Pod[]): DesiredSlice[] {
       if (!g) groups.set(key, (g = { addressType: fam, ports, endpoints: [] }));
       g.endpoints.push({
         addresses: [ip],
-        conditions: { ready: ready && !terminating, serving: ready, terminating },
+        conditions: { ready, serving, terminating },
         ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}),
-        ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
+        ...(hostname ? { hostname } : {}),
         targetRef: { kind: 'Pod', namespace: pod.metadata.namespace!, name: pod.metadata.name!, uid: pod.metadata.uid! },
       });
     }

@@ -65,23 +65,42 @@ export class NodeLifecycleController {
     this.pods.stop();
   }
 
-  /** One pass over every node (exposed for tests). */
+  /**
+   * One pass over every node (exposed for tests). Level-triggered: the pods of a node this
+   * controller marked lost are checked on every pass, so a pod that turns up ready on a lost
+   * node is marked too, and the pods come back once the node is Ready again — also when
+   * something else (the agent) made the node Ready before this controller saw the Lease.
+   */
   async check(): Promise<void> {
     const t = this.clock();
+    const podsByNode = new Map<string, Pod[]>();
+    for (const p of this.pods.list()) {
+      const n = p.spec?.nodeName;
+      if (!n) continue;
+      const l = podsByNode.get(n);
+      if (l) l.push(p);
+      else podsByNode.set(n, [p]);
+    }
     for (const node of this.nodes.list()) {
       const name = node.metadata.name!;
+      const pods = podsByNode.get(name) ?? [];
       const lease = this.leases.get(`${NODE_LEASE_NAMESPACE}/${name}`);
       const renewed = lease?.spec?.renewTime ? Date.parse(lease.spec.renewTime) : Date.parse(node.metadata.creationTimestamp ?? '');
       const stale = Number.isNaN(renewed) || t - renewed > this.grace;
       const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
-      if (stale && ready?.status !== 'Unknown') {
-        this.log.info({ node: name, lastRenew: lease?.spec?.renewTime ?? null }, 'node lease expired: Ready=Unknown, pods not ready');
-        await this.setNodeReady(node, { type: 'Ready', status: 'Unknown', reason: REASON_NODE_UNKNOWN, message: 'Kubelet stopped posting node status.' });
-        await this.setPodsReady(name, false);
-      } else if (!stale && ready?.status === 'Unknown' && ready.reason === REASON_NODE_UNKNOWN) {
-        this.log.info({ node: name }, 'node lease renewed: Ready=True, pods ready again');
-        await this.setNodeReady(node, { type: 'Ready', status: 'True', reason: 'NodeLeaseRenewed', message: 'node lease renewed' });
-        await this.setPodsReady(name, true);
+      const ours = ready?.status === 'Unknown' && ready.reason === REASON_NODE_UNKNOWN;
+      if (stale) {
+        if (ready?.status !== 'Unknown') {
+          this.log.info({ node: name, lastRenew: lease?.spec?.renewTime ?? null }, 'node lease expired: Ready=Unknown, pods not ready');
+          await this.setNodeReady(node, { type: 'Ready', status: 'Unknown', reason: REASON_NODE_UNKNOWN, message: 'Kubelet stopped posting node status.' });
+        } else if (!ours) continue; // someone else's Unknown: not ours to act on
+        await this.setPodsReady(name, pods, false);
+      } else {
+        if (ours) {
+          this.log.info({ node: name }, 'node lease renewed: Ready=True, pods ready again');
+          await this.setNodeReady(node, { type: 'Ready', status: 'True', reason: 'NodeLeaseRenewed', message: 'node lease renewed' });
+        }
+        if (ours || ready?.status === 'True') await this.setPodsReady(name, pods, true);
       }
     }
   }
@@ -94,8 +113,8 @@ export class NodeLifecycleController {
   }
 
   /** Marks the pods of a node not ready (lost) or restores the ones this controller marked. */
-  private async setPodsReady(nodeName: string, ready: boolean): Promise<void> {
-    for (const pod of this.pods.list().filter((p) => p.spec?.nodeName === nodeName)) {
+  private async setPodsReady(nodeName: string, pods: Pod[], ready: boolean): Promise<void> {
+    for (const pod of pods) {
       const cur = pod.status?.conditions?.find((c) => c.type === 'Ready');
       if (ready && !(cur?.status === 'False' && cur.reason === REASON_POD_NODE_LOST)) continue;
       if (!ready && cur?.status === 'False') continue;

@@ -1,17 +1,22 @@
 /**
  * ClusterIP and NodePort allocation. Every allocated value is one key in the store
- * (/registry/ranges/clusterips/<ip>, /registry/ranges/nodeports/<port>) created with
- * compare-and-swap, so two api processes on one etcd can never hand out the same value,
- * and allocations survive restarts. A repair pass frees records whose Service is gone
- * (a crash between allocating and storing the Service) and restores missing ones.
+ * (/registry/ranges/clusterips/<ip>, /registry/ranges/nodeports/<port>) created in the
+ * same transaction as the Service that holds it, so two api processes on one etcd can
+ * never hand out the same value, and allocations survive restarts. Releases follow the
+ * Service's write; a repair pass frees records a crash left between the two and restores
+ * missing ones.
  */
 import { randomInt } from 'node:crypto';
 import type { Family } from '../../util/ipnet.js';
-import { Cidr, familyOf } from '../../util/ipnet.js';
-import type { Store } from '../store/types.js';
+import { isIP } from 'node:net';
+import { Cidr, familyOf, parseIP } from '../../util/ipnet.js';
+import type { Store, TxnOp } from '../store/types.js';
 import { isStoreError } from '../store/types.js';
 
 export const RANGES = '/registry/ranges/';
+
+/** Collisions after which a request stops picking at random and reads the free values. */
+const CROWDED = 8;
 
 export interface Owner {
   namespace: string;
@@ -33,8 +38,14 @@ export class AllocationError extends Error {
   }
 }
 
-/** Allocates distinct values of one kind (addresses of a CIDR, ports of a range). */
-abstract class KeyAllocator<V extends string | number> {
+/**
+ * Distinct values of one kind (addresses of a CIDR, ports of a range). Choosing a value
+ * writes nothing: the caller puts `recordOp(v)` into the same store transaction as the
+ * object that holds it, so a value is taken exactly when its holder is stored — two
+ * writers racing for one value collide on the record's create (KeyExists), and a crash
+ * can never leave a record without its Service or a Service without its records.
+ */
+export abstract class KeyAllocator<V extends string | number> {
   protected constructor(
     protected readonly store: Store,
     private readonly dir: string,
@@ -46,47 +57,45 @@ abstract class KeyAllocator<V extends string | number> {
   protected abstract describe(): string;
   abstract contains(v: V): boolean;
 
+  /** The record key of a value (an address in canonical form: one address, one key). */
   key(v: V): string {
-    return `${RANGES}${this.dir}/${v}`;
+    return `${RANGES}${this.dir}/${typeof v === 'string' && isIP(v) ? parseIP(v) : v}`;
   }
 
-  /** Claims a specific value; AllocationError if taken (by someone else) or out of range. */
-  async claim(v: V, owner: Owner, field: string): Promise<void> {
+  /** The transaction op that records `v` as held by `owner` (fails with KeyExists if taken). */
+  recordOp(v: V, owner: Owner): TxnOp {
+    return { kind: 'create', key: this.key(v), value: JSON.stringify({ ...owner, at: new Date().toISOString() } satisfies Record_) };
+  }
+
+  /** A value the user asked for must be in range; AllocationError names the field. */
+  checkRequested(v: V, field: string): void {
     if (!this.contains(v)) throw new AllocationError(field, v, `provided ${this.what()} is not in the valid range. The range of valid ${this.what()}s is ${this.describe()}`);
-    try {
-      await this.store.create(this.key(v), JSON.stringify({ ...owner, at: new Date().toISOString() } satisfies Record_));
-    } catch (e) {
-      if (!isStoreError(e, 'KeyExists')) throw e;
-      const cur = await this.owner(v);
-      if (cur && cur.uid === owner.uid) return; // already ours (retry / same service)
-      throw new AllocationError(field, v, `provided ${this.what()} is already allocated`);
-    }
   }
 
-  /** Picks a free value at random and claims it. */
-  async allocate(owner: Owner, field: string): Promise<V> {
+  /** The error for a requested value another object holds. */
+  taken(v: V, field: string): AllocationError {
+    return new AllocationError(field, v, `provided ${this.what()} is already allocated`);
+  }
+
+  /**
+   * A value at random whose record key is not in `avoid` (values this request already
+   * found taken). Once the request has met CROWDED collisions, free values are chosen
+   * from the stored records instead of at random; none left: AllocationError.
+   */
+  async pick(avoid: ReadonlySet<string>, field: string): Promise<V> {
     const n = this.size();
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const v = this.at(randomBig(n));
-      try {
-        await this.store.create(this.key(v), JSON.stringify({ ...owner, at: new Date().toISOString() } satisfies Record_));
-        return v;
-      } catch (e) {
-        if (!isStoreError(e, 'KeyExists')) throw e;
+    if (avoid.size < CROWDED) {
+      for (let attempt = 0; attempt < 16; attempt++) {
+        const v = this.at(randomBig(n));
+        if (!avoid.has(this.key(v))) return v;
       }
     }
-    // Crowded: scan for free values from a random start.
     const taken = new Set((await this.store.list(`${RANGES}${this.dir}/`)).kvs.map((kv) => kv.key));
     const start = randomBig(n);
     for (let j = 0n; j < n; j++) {
       const v = this.at((start + j) % n);
-      if (taken.has(this.key(v))) continue;
-      try {
-        await this.store.create(this.key(v), JSON.stringify({ ...owner, at: new Date().toISOString() } satisfies Record_));
-        return v;
-      } catch (e) {
-        if (!isStoreError(e, 'KeyExists')) throw e;
-      }
+      const k = this.key(v);
+      if (!taken.has(k) && !avoid.has(k)) return v;
     }
     throw new AllocationError(field, '', `failed to allocate a ${this.what()}: range ${this.describe()} is full`);
   }

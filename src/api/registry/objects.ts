@@ -33,11 +33,28 @@ export function clone<T>(v: T): T {
   return structuredClone(v);
 }
 
-/** The stored form of an object. */
+/**
+ * The stored form of an object: its JSON with `metadata` first (so that reads can stamp
+ * resourceVersion into the text without decoding it: see stampStored).
+ */
 export function encode(obj: KubeObject): string {
-  const { apiVersion: _a, kind: _k, ...rest } = obj;
-  const { resourceVersion: _rv, selfLink: _sl, managedFields: _mf, ...meta } = rest.metadata as Record<string, unknown>;
-  return JSON.stringify({ ...rest, metadata: meta });
+  const { apiVersion: _a, kind: _k, metadata, ...rest } = obj;
+  const { resourceVersion: _rv, selfLink: _sl, managedFields: _mf, ...meta } = metadata as unknown as Record<string, unknown>;
+  return JSON.stringify({ metadata: meta, ...rest });
+}
+
+const STORED_HEAD = '{"metadata":{';
+
+/**
+ * The JSON of a stored object as served — apiVersion, kind and resourceVersion stamped —
+ * built from the stored text without parsing it when it has encode()'s shape, else by
+ * decoding (`decode`). Equal, as JSON, to JSON.stringify(decode()).
+ */
+export function stampStored(value: string, apiVersion: string, kind: string, revision: number, decode: () => unknown): string {
+  if (!value.startsWith(STORED_HEAD)) return JSON.stringify(decode());
+  const rv = `"resourceVersion":${JSON.stringify(String(revision))}`;
+  const rest = value.slice(STORED_HEAD.length);
+  return `{"apiVersion":${JSON.stringify(apiVersion)},"kind":${JSON.stringify(kind)},"metadata":{${rv}${rest.startsWith('}') ? '' : ','}${rest}`;
 }
 
 /** JSON with object keys sorted: equal values give equal strings. */

@@ -10,16 +10,16 @@ import type { ResourceInfo, ResourceName } from '../../client/resources.js';
 import type { KubeList, KubeObject, Namespace, Pod, Service } from '../../client/types.js';
 import { PatchError, applyPatch } from '../patch/index.js';
 import { ApiStatusError, errors } from '../server/status.js';
-import type { Store, KV } from '../store/types.js';
+import type { Store, KV, TxnOp } from '../store/types.js';
 import { StoreError, isStoreError } from '../store/types.js';
 import { applyDefaults } from '../validation/defaults.js';
 import { validate } from '../validation/rules.js';
 import { checkStructure } from '../validation/schemas.js';
 import { AllocationError } from './allocators.js';
 import { collectionPrefix, objectKey } from './keys.js';
-import { canonical, clone, dropNulls, encode, generateName, isPlainObject, newUid, now } from './objects.js';
+import { canonical, clone, dropNulls, encode, generateName, isPlainObject, newUid, now, stampStored } from './objects.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
-import { ServiceAllocations } from './serviceips.js';
+import { ServiceAllocations, newPlanState, prepareServiceUpdate } from './serviceips.js';
 import type { ServiceNetwork } from './serviceips.js';
 import { WatchCache, decodeObject } from './watchcache.js';
 
@@ -60,6 +60,20 @@ export interface RegistryOptions {
   clock?: () => number;
 }
 
+/** A list's metadata. */
+export interface ListMeta {
+  resourceVersion: string;
+  continue?: string;
+}
+
+/** Read access to current Namespaces by name (an informer's cache). */
+export interface NamespaceLister {
+  get(name: string): Namespace | undefined;
+}
+
+/** Attempts of one write that keeps meeting changed preconditions (kube's GuaranteedUpdate retries too). */
+const MAX_WRITE_ATTEMPTS = 16;
+
 /** Namespaces that exist from the start and cannot be deleted. */
 export const SYSTEM_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
@@ -70,12 +84,21 @@ export class Registry {
   readonly watchCache: WatchCache;
   private readonly clock: () => number;
   private readonly services: ServiceAllocations;
+  private namespaces: NamespaceLister | undefined;
 
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
     this.watchCache = opts.watchCache ?? new WatchCache(opts.store);
     this.clock = opts.clock ?? Date.now;
     this.services = new ServiceAllocations(opts.network);
+  }
+
+  /**
+   * Lets admission read namespaces from an informer's cache instead of the store (as
+   * kube-apiserver's NamespaceLifecycle plugin does): one store round trip less per create.
+   */
+  useNamespaceLister(lister: NamespaceLister): void {
+    this.namespaces = lister;
   }
 
   /** Creates the system namespaces that are missing. */
@@ -99,9 +122,33 @@ export class Registry {
   }
 
   async list<T extends KubeObject = KubeObject>(resource: ResourceName, opts: ListOptions = {}): Promise<KubeList<T>> {
+    const { metadata, items } = await this.scan(resource, opts, (kv, obj) => (obj ?? decodeObject(resource, kv.value, kv.modRevision)) as T);
+    const info = RESOURCES[resource];
+    return { apiVersion: apiVersionOf(info), kind: info.listKind, metadata, items };
+  }
+
+  /**
+   * list(), with every item as its JSON text. No object is built unless a selector needs
+   * one, so a full list of a large collection costs its text, not its objects (the
+   * answer to an agent's or kubectl's plain list).
+   */
+  async listJSON(resource: ResourceName, opts: ListOptions = {}): Promise<{ apiVersion: string; kind: string; metadata: ListMeta; items: string[] }> {
+    const info = RESOURCES[resource];
+    const apiVersion = apiVersionOf(info);
+    const { metadata, items } = await this.scan(resource, opts, (kv, obj) => (obj ? JSON.stringify(obj) : stampStored(kv.value, apiVersion, info.kind, kv.modRevision, () => decodeObject(resource, kv.value, kv.modRevision))));
+    return { apiVersion, kind: info.listKind, metadata, items };
+  }
+
+  /**
+   * The paging, selectors and consistency of a list: the items of `resource` matching
+   * `opts`, read at one revision, each made by `make` (given the decoded object when a
+   * selector needed it).
+   */
+  private async scan<I>(resource: ResourceName, opts: ListOptions, make: (kv: KV, obj: KubeObject | undefined) => I): Promise<{ metadata: ListMeta; items: I[] }> {
     const info = RESOURCES[resource];
     const labels = parseLabelSelector(opts.labelSelector);
     const fields = parseFieldSelector(resource, opts.fieldSelector);
+    const filtered = !!opts.labelSelector?.trim() || !!opts.fieldSelector?.trim();
     const namespace = opts.namespace ?? (info.namespaced ? fields.equals['metadata.namespace'] : undefined);
     if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) throw errors.badRequest(`limit must be a non-negative integer, got ${opts.limit}`);
     const limit = opts.limit || 0;
@@ -118,7 +165,7 @@ export class Registry {
       else if (opts.resourceVersionMatch && opts.resourceVersionMatch !== 'NotOlderThan') throw errors.badRequest(`resourceVersionMatch ${JSON.stringify(opts.resourceVersionMatch)} is not supported (Exact, NotOlderThan)`);
     }
     const prefix = collectionPrefix(resource, namespace);
-    const items: T[] = [];
+    const items: I[] = [];
     let cont: string | undefined;
     let readRev = revision;
     for (;;) {
@@ -127,8 +174,12 @@ export class Registry {
       let stoppedAt = -1;
       for (let i = 0; i < page.kvs.length; i++) {
         const kv = page.kvs[i]!;
-        const obj = decodeObject(resource, kv.value, kv.modRevision);
-        if (labels(obj.metadata.labels) && fields(obj)) items.push(obj as T);
+        if (filtered) {
+          const obj = decodeObject(resource, kv.value, kv.modRevision);
+          if (labels(obj.metadata.labels) && fields(obj)) items.push(make(kv, obj));
+        } else {
+          items.push(make(kv, undefined));
+        }
         if (limit && items.length === limit) {
           stoppedAt = i;
           break;
@@ -141,12 +192,7 @@ export class Registry {
       if (!page.more || !page.kvs.length) break;
       startAfter = page.kvs[page.kvs.length - 1]!.key;
     }
-    return {
-      apiVersion: apiVersionOf(info),
-      kind: info.listKind,
-      metadata: { resourceVersion: String(readRev ?? (await this.store.currentRevision())), ...(cont ? { continue: cont } : {}) },
-      items,
-    };
+    return { metadata: { resourceVersion: String(readRev ?? (await this.store.currentRevision())), ...(cont ? { continue: cont } : {}) }, items };
   }
 
   // ---------------------------------------------------------------- writes
@@ -155,11 +201,12 @@ export class Registry {
     const info = RESOURCES[resource];
     const { obj, warnings } = this.admitBody(resource, body, opts);
     const meta = obj.metadata;
+    let nsCheck: TxnOp | undefined;
     if (info.namespaced) {
       if (meta.namespace && namespace && meta.namespace !== namespace) throw errors.badRequest('the namespace of the provided object does not match the namespace sent on the request');
       meta.namespace = namespace ?? meta.namespace;
       if (!meta.namespace) throw errors.badRequest('a namespace is required to create this resource');
-      await this.requireActiveNamespace(meta.namespace);
+      nsCheck = await this.requireActiveNamespace(meta.namespace);
     } else {
       delete meta.namespace;
     }
@@ -175,21 +222,33 @@ export class Registry {
     delete meta.deletionTimestamp;
     delete meta.deletionGracePeriodSeconds;
     prepareCreate(resource, obj);
-    const owner = { namespace: meta.namespace ?? '', name: meta.name!, uid: meta.uid };
-    const txn = resource === 'services' && !opts.dryRun ? await this.allocations(() => this.services.onCreate(obj as Service, owner), obj) : undefined;
+    const allocating = resource === 'services' && !opts.dryRun;
     if (opts.dryRun) return { object: obj as T, warnings, created: true };
+    const state = newPlanState();
     for (let attempt = 0; ; attempt++) {
+      // Each attempt plans from the object as admitted: a retry may choose other values.
+      const toStore = allocating ? clone(obj) : obj;
+      const owner = { namespace: meta.namespace ?? '', name: meta.name!, uid: meta.uid };
+      const plan = allocating ? await this.allocations(() => this.services.plan(toStore as Service, undefined, owner, state), obj) : undefined;
+      const key = objectKey(resource, meta.namespace, meta.name!);
       try {
-        const kv = await this.write(() => this.store.create(objectKey(resource, meta.namespace, meta.name!), encode(obj)));
-        await txn?.commit();
-        return { object: decodeObject(resource, kv.value, kv.modRevision) as T, warnings, created: true };
+        // One transaction: the object, its allocation records, and the check that its
+        // namespace is still the active one we read.
+        const [kv] = await this.write(() => this.store.transaction([{ kind: 'create', key, value: encode(toStore) }, ...(plan?.ops ?? []), ...(nsCheck ? [nsCheck] : [])]));
+        return { object: decodeObject(resource, kv!.value, kv!.modRevision) as T, warnings, created: true };
       } catch (e) {
-        if (isStoreError(e, 'KeyExists') && generated && attempt < 5) {
+        if (attempt >= MAX_WRITE_ATTEMPTS && isPrecondition(e)) throw errors.conflict(target(resource, meta.name), 'too many concurrent writers; try again');
+        if (isStoreError(e, 'KeyExists') && e.key === key) {
+          if (!generated) throw errors.alreadyExists(target(resource, meta.name));
           meta.name = generateName(meta.generateName!);
           continue;
         }
-        await txn?.rollback();
-        if (isStoreError(e, 'KeyExists')) throw errors.alreadyExists(target(resource, meta.name));
+        if (isStoreError(e, 'KeyExists') && plan && e.key && (await this.allocations(() => this.services.onKeyExists(plan, e.key!, owner, state), obj))) continue;
+        if (nsCheck && (isStoreError(e, 'Conflict') || isStoreError(e, 'NotFound')) && e.key === nsCheck.key) {
+          nsCheck = await this.requireActiveNamespace(meta.namespace!, { live: true });
+          continue;
+        }
+        if (isPrecondition(e)) throw errors.conflict(target(resource, meta.name), 'a precondition of the write changed; try again');
         throw e;
       }
     }
@@ -247,12 +306,13 @@ export class Registry {
   ): Promise<WriteResult<T>> {
     if (opts.subresource && !(RESOURCES[resource].subresources as readonly string[]).includes(opts.subresource)) throw errors.notFoundPath(`${resource}/${opts.subresource}`);
     const key = objectKey(resource, namespace, name);
-    for (let attempt = 0; attempt < 16; attempt++) {
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       const kv = await this.read(() => this.store.get(key));
       if (!kv) throw errors.notFound(target(resource, name));
       const old = decodeObject(resource, kv.value, kv.modRevision);
       if (requestedRV !== undefined && requestedRV !== '' && requestedRV !== old.metadata.resourceVersion) throw errors.conflict(target(resource, name));
       const obj = build(clone(old));
+      if (resource === 'services' && !opts.subresource) prepareServiceUpdate(obj as Service, old as Service);
       if (obj.metadata.uid && obj.metadata.uid !== old.metadata.uid) {
         throw errors.conflict(target(resource, name), `Precondition failed: UID in precondition: ${obj.metadata.uid}, UID in object meta: ${old.metadata.uid}`);
       }
@@ -261,21 +321,40 @@ export class Registry {
       this.validateOrThrow(resource, obj, { op: 'update', old });
       if (canonical(encodeForCompare(obj)) === canonical(encodeForCompare(old))) return { object: old as T, warnings };
       const owner = { namespace: old.metadata.namespace ?? '', name, uid: old.metadata.uid ?? '' };
-      const txn = resource === 'services' && !opts.subresource && !opts.dryRun ? await this.allocations(() => this.services.onUpdate(obj as Service, old as Service, owner), obj) : undefined;
-      if (txn) this.validateOrThrow(resource, obj, { op: 'update', old });
-      if (opts.dryRun) return { object: obj as T, warnings };
-      try {
-        const next = await this.write(() => this.store.update(key, encode(obj), kv.modRevision));
-        await txn?.commit();
-        return { object: decodeObject(resource, next.value, next.modRevision) as T, warnings };
-      } catch (e) {
-        await txn?.rollback();
-        if (isStoreError(e, 'Conflict')) {
-          if (requestedRV) throw errors.conflict(target(resource, name));
-          continue;
+      const allocating = resource === 'services' && !opts.subresource && !opts.dryRun;
+      if (!allocating) {
+        if (opts.dryRun) return { object: obj as T, warnings };
+        try {
+          const next = await this.write(() => this.store.update(key, encode(obj), kv.modRevision));
+          return { object: decodeObject(resource, next.value, next.modRevision) as T, warnings };
+        } catch (e) {
+          if (isStoreError(e, 'Conflict')) {
+            if (requestedRV) throw errors.conflict(target(resource, name));
+            continue;
+          }
+          if (isStoreError(e, 'NotFound')) throw errors.notFound(target(resource, name));
+          throw e;
         }
-        if (isStoreError(e, 'NotFound')) throw errors.notFound(target(resource, name));
-        throw e;
+      }
+      const state = newPlanState();
+      for (let round = 0; ; round++) {
+        const toStore = clone(obj);
+        const plan = await this.allocations(() => this.services.plan(toStore as Service, old as Service, owner, state), obj);
+        this.validateOrThrow(resource, toStore, { op: 'update', old });
+        try {
+          const [next] = await this.write(() => this.store.transaction([{ kind: 'update', key, value: encode(toStore), expectedModRevision: kv.modRevision }, ...plan.ops]));
+          await plan.releaseUnused();
+          return { object: decodeObject(resource, next!.value, next!.modRevision) as T, warnings };
+        } catch (e) {
+          if (round < MAX_WRITE_ATTEMPTS && isStoreError(e, 'KeyExists') && e.key && (await this.allocations(() => this.services.onKeyExists(plan, e.key!, owner, state), obj))) continue;
+          if (isStoreError(e, 'Conflict') && e.key === key) {
+            if (requestedRV) throw errors.conflict(target(resource, name));
+            break; // re-read and rebuild
+          }
+          if (isStoreError(e, 'NotFound') && e.key === key) throw errors.notFound(target(resource, name));
+          if (isPrecondition(e)) throw errors.conflict(target(resource, name), 'too many concurrent writers; try again');
+          throw e;
+        }
       }
     }
     throw errors.conflict(target(resource, name), 'too many concurrent writers; try again');
@@ -286,7 +365,7 @@ export class Registry {
     if (resource === 'namespaces' && SYSTEM_NAMESPACES.includes(name)) {
       throw new ApiStatusError(403, 'Forbidden', `namespace "${name}" is forbidden: this namespace may not be deleted`, { name, kind: 'namespaces' });
     }
-    for (let attempt = 0; attempt < 16; attempt++) {
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       const kv = await this.read(() => this.store.get(key));
       if (!kv) throw errors.notFound(target(resource, name));
       const obj = decodeObject(resource, kv.value, kv.modRevision);
@@ -362,13 +441,28 @@ export class Registry {
     }
   }
 
-  private async requireActiveNamespace(name: string): Promise<void> {
-    const kv = await this.read(() => this.store.get(objectKey('namespaces', undefined, name)));
-    if (!kv) throw errors.notFound({ group: '', resource: 'namespaces', name });
-    const ns = JSON.parse(kv.value) as Namespace;
+  /**
+   * NamespaceLifecycle admission: content may be created only in an existing namespace
+   * that is not terminating. Read from the namespace lister when there is one (no store
+   * round trip), else from the store. Returns the check op that makes the create's
+   * transaction fail if the namespace changed since this read, so a stale cache can
+   * never let an object into a namespace being deleted.
+   */
+  private async requireActiveNamespace(name: string, opts: { live?: boolean } = {}): Promise<TxnOp> {
+    const key = objectKey('namespaces', undefined, name);
+    let ns = opts.live ? undefined : this.namespaces?.get(name);
+    let revision = Number(ns?.metadata.resourceVersion);
+    // Missing or terminating in the cache: the store has the last word (it may be newer).
+    if (!ns || !Number.isInteger(revision) || ns.status?.phase === 'Terminating') {
+      const kv = await this.read(() => this.store.get(key));
+      if (!kv) throw errors.notFound({ group: '', resource: 'namespaces', name });
+      ns = JSON.parse(kv.value) as Namespace;
+      revision = kv.modRevision;
+    }
     if (ns.status?.phase === 'Terminating') {
       throw new ApiStatusError(403, 'Forbidden', `unable to create new content in namespace ${name} because it is being terminated`, { name, kind: 'namespaces' });
     }
+    return { kind: 'check', key, expectedModRevision: revision };
   }
 
   // ---------------------------------------------------------------- admission
@@ -466,6 +560,11 @@ export class Registry {
       throw mapStoreError(e, 'get');
     }
   }
+}
+
+/** A store write refused because something it depended on changed. */
+function isPrecondition(e: unknown): e is StoreError {
+  return isStoreError(e, 'KeyExists') || isStoreError(e, 'Conflict') || isStoreError(e, 'NotFound');
 }
 
 function withoutMeta(rec: Record<string, unknown>): Record<string, unknown> {

@@ -1,14 +1,20 @@
 /**
  * What the api does to a Service's networking fields on create, update and delete:
  * IP families and policy, ClusterIPs (requested or random), NodePorts and the health
- * check NodePort — allocating what is new, keeping what was already allocated, and
- * releasing what is no longer used only after the Service write succeeded.
+ * check NodePort — choosing what is new (its records are written in the Service's own
+ * transaction), keeping what was already allocated, and releasing what is no longer used
+ * only after the Service write succeeded.
  */
 import type { IPFamily, Service, ServicePort } from '../../client/types.js';
-import { familyOf } from '../../util/ipnet.js';
+import { isIP } from 'node:net';
+import { familyOf, parseIP } from '../../util/ipnet.js';
 import type { Family } from '../../util/ipnet.js';
 import { AllocationError, ClusterIPAllocator, PortAllocator } from './allocators.js';
-import type { Owner } from './allocators.js';
+import type { KeyAllocator, Owner } from './allocators.js';
+import type { TxnOp } from '../store/types.js';
+
+/** Records `v` as taken by this write (a `requested` value was asked for by the user). */
+type Take = <V extends string | number>(alloc: KeyAllocator<V>, v: V, field: string, requested: boolean) => void;
 
 export interface ServiceNetwork {
   /** Allocators per family; the first configured service CIDR's family is primary. */
@@ -17,13 +23,25 @@ export interface ServiceNetwork {
   nodePorts: PortAllocator;
 }
 
-/** Undo / finish for one operation's allocations. */
-export interface AllocationTxn {
-  /** The Service write failed: free what this operation allocated. */
-  rollback(): Promise<void>;
-  /** The Service write succeeded: free what the old object held and the new one does not. */
-  commit(): Promise<void>;
+/** What one write of a Service takes from the allocators. */
+export interface AllocationPlan {
+  /** Record creates for the values this write takes: they go in the Service's transaction. */
+  ops: TxnOp[];
+  /** Record key -> the value and field it is for, and whether the user asked for it. */
+  keys: Map<string, { value: string | number; field: string; requested: boolean }>;
+  /** After the write succeeded: frees what the old object held and the new one does not. */
+  releaseUnused(): Promise<void>;
 }
+
+/** What earlier attempts of one request learned; a retry plans with it. */
+export interface PlanState {
+  /** Record keys held by someone else: never picked again. */
+  avoid: Set<string>;
+  /** Record keys this Service holds already (an earlier write left them): not created again. */
+  ours: Set<string>;
+}
+
+export const newPlanState = (): PlanState => ({ avoid: new Set(), ours: new Set() });
 
 const famName = (f: Family): IPFamily => (f === 4 ? 'IPv4' : 'IPv6');
 const famNum = (f: IPFamily): Family => (f === 'IPv4' ? 4 : 6);
@@ -31,13 +49,56 @@ const famNum = (f: IPFamily): Family => (f === 'IPv4' ? 4 : 6);
 export class ServiceAllocations {
   constructor(private readonly net: ServiceNetwork) {}
 
-  async onCreate(svc: Service, owner: Owner): Promise<AllocationTxn> {
-    return this.reconcile(svc, undefined, owner);
+  /**
+   * Fills the Service's networking fields (families, ClusterIPs, NodePorts) on create
+   * (`old` undefined) or update (after prepareServiceUpdate), keeping what `old` already
+   * holds, and returns the record ops to write with it. Writes nothing. AllocationError
+   * for a value out of range. Requested addresses are stored in canonical form.
+   */
+  async plan(svc: Service, old: Service | undefined, owner: Owner, state: PlanState): Promise<AllocationPlan> {
+    const spec = (svc.spec ??= {});
+    const plan: AllocationPlan = {
+      ops: [],
+      keys: new Map(),
+      releaseUnused: async () => {
+        if (!old) return;
+        const keepIPs = new Set(heldIPs(svc));
+        const keepPorts = new Set(heldPorts(svc));
+        for (const ip of heldIPs(old)) if (!keepIPs.has(ip)) await this.allocatorFor(ip)?.release(ip, owner);
+        for (const p of heldPorts(old)) if (!keepPorts.has(p)) await this.net.nodePorts.release(p, owner);
+      },
+    };
+    const take = <V extends string | number>(alloc: KeyAllocator<V>, v: V, field: string, requested: boolean) => {
+      const key = alloc.key(v);
+      if (plan.keys.has(key)) throw new AllocationError(field, v, `provided ${typeof v === 'number' ? 'port' : 'IP'} is already allocated`);
+      plan.keys.set(key, { value: v, field, requested });
+      if (!state.ours.has(key)) plan.ops.push(alloc.recordOp(v, owner));
+    };
+    await this.assignIPs(spec, old, state, take);
+    await this.assignPorts(spec, old, state, take);
+    return plan;
   }
 
-  async onUpdate(svc: Service, old: Service, owner: Owner): Promise<AllocationTxn> {
-    carryOver(svc, old);
-    return this.reconcile(svc, old, owner);
+  /**
+   * A write of `plan` failed with KeyExists on `key`. Returns false when the key is not
+   * one of the plan's records. Otherwise learns from it for the next attempt and returns
+   * true (retry) — or throws AllocationError when a value the user asked for belongs to
+   * another object.
+   */
+  async onKeyExists(plan: AllocationPlan, key: string, owner: Owner, state: PlanState): Promise<boolean> {
+    const k = plan.keys.get(key);
+    if (!k) return false;
+    if (!k.requested) {
+      state.avoid.add(key);
+      return true;
+    }
+    const holder = await this.ownerOf(key, k.value);
+    if (holder === undefined) return true; // freed meanwhile
+    if (holder.uid === owner.uid) {
+      state.ours.add(key);
+      return true;
+    }
+    throw (typeof k.value === 'number' ? this.net.nodePorts.taken(k.value, k.field) : this.allocatorFor(k.value)!.taken(k.value, k.field));
   }
 
   /** Frees everything the Service holds (after it was deleted). */
@@ -46,37 +107,15 @@ export class ServiceAllocations {
     for (const p of heldPorts(svc)) await this.net.nodePorts.release(p, owner);
   }
 
+  private ownerOf(key: string, value: string | number): Promise<Owner | undefined> {
+    return typeof value === 'number' ? this.net.nodePorts.owner(value) : (this.allocatorFor(value)?.owner(value) ?? Promise.resolve(undefined));
+  }
+
   private allocatorFor(ip: string): ClusterIPAllocator | undefined {
     return this.net.clusterIPs[familyOf(ip)];
   }
 
-  private async reconcile(svc: Service, old: Service | undefined, owner: Owner): Promise<AllocationTxn> {
-    const spec = (svc.spec ??= {});
-    const made: { ips: string[]; ports: number[] } = { ips: [], ports: [] };
-    const rollback = async () => {
-      for (const ip of made.ips) await this.allocatorFor(ip)?.release(ip, owner);
-      for (const p of made.ports) await this.net.nodePorts.release(p, owner);
-    };
-    try {
-      await this.assignIPs(spec, old, owner, made);
-      await this.assignPorts(spec, old, owner, made);
-    } catch (e) {
-      await rollback();
-      throw e;
-    }
-    return {
-      rollback,
-      commit: async () => {
-        if (!old) return;
-        const keepIPs = new Set(heldIPs(svc));
-        const keepPorts = new Set(heldPorts(svc));
-        for (const ip of heldIPs(old)) if (!keepIPs.has(ip)) await this.allocatorFor(ip)?.release(ip, owner);
-        for (const p of heldPorts(old)) if (!keepPorts.has(p)) await this.net.nodePorts.release(p, owner);
-      },
-    };
-  }
-
-  private async assignIPs(spec: NonNullable<Service['spec']>, old: Service | undefined, owner: Owner, made: { ips: string[] }): Promise<void> {
+  private async assignIPs(spec: NonNullable<Service['spec']>, old: Service | undefined, state: PlanState, take: Take): Promise<void> {
     if (spec.type === 'ExternalName') {
       delete spec.clusterIP;
       delete spec.clusterIPs;
@@ -86,7 +125,8 @@ export class ServiceAllocations {
     }
     const configured = ([4, 6] as const).filter((f) => this.net.clusterIPs[f]);
     const dualStackCluster = configured.length === 2;
-    const requested = (spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : []).filter((x) => x !== '');
+    // Canonical spelling ("FD00:10:96:0::5" is fd00:10:96::5): one address, one record.
+    const requested = (spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : []).filter((x) => x !== '').map((ip) => (ip === 'None' || isIP(ip) === 0 ? ip : parseIP(ip)));
     const headless = requested[0] === 'None';
     // Families: explicit, else from requested IPs, else the cluster's primary.
     let families: Family[] = (spec.ipFamilies ?? []).map(famNum);
@@ -117,17 +157,15 @@ export class ServiceAllocations {
     for (const [i, f] of families.entries()) {
       const want = requested[i];
       const alloc = this.net.clusterIPs[f]!;
+      const field = `spec.clusterIPs[${i}]`;
       if (want !== undefined) {
-        if (familyOf(want) !== f) throw new AllocationError(`spec.clusterIPs[${i}]`, want, `expected an ${famName(f)} address (ipFamilies[${i}] is ${famName(f)})`);
-        const held = old ? heldIPs(old).includes(want) : false;
-        if (!held) {
-          await alloc.claim(want, owner, `spec.clusterIPs[${i}]`);
-          made.ips.push(want);
-        }
+        if (familyOf(want) !== f) throw new AllocationError(field, want, `expected an ${famName(f)} address (ipFamilies[${i}] is ${famName(f)})`);
+        alloc.checkRequested(want, field);
+        if (!(old && heldIPs(old).includes(want))) take(alloc, want, field, true);
         ips.push(want);
       } else {
-        const ip = await alloc.allocate(owner, `spec.clusterIPs[${i}]`);
-        made.ips.push(ip);
+        const ip = await alloc.pick(state.avoid, field);
+        take(alloc, ip, field, false);
         ips.push(ip);
       }
     }
@@ -135,42 +173,102 @@ export class ServiceAllocations {
     spec.clusterIP = ips[0];
   }
 
-  private async assignPorts(spec: NonNullable<Service['spec']>, old: Service | undefined, owner: Owner, made: { ports: number[] }): Promise<void> {
+  private async assignPorts(spec: NonNullable<Service['spec']>, old: Service | undefined, state: PlanState, take: Take): Promise<void> {
+    const ports = this.net.nodePorts;
+    // Ports this write takes, so that two of its fields never pick the same one.
+    const avoid = new Set(state.avoid);
+    const pick = async (field: string) => {
+      const p = await ports.pick(avoid, field);
+      avoid.add(ports.key(p));
+      take(ports, p, field, false);
+      return p;
+    };
+    const request = (p: number, field: string) => {
+      ports.checkRequested(p, field);
+      take(ports, p, field, true);
+    };
     const wantsNodePorts = spec.type === 'NodePort' || (spec.type === 'LoadBalancer' && spec.allocateLoadBalancerNodePorts !== false);
+    const wantsHealthCheck = spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local';
     const oldHeld = new Set(old ? heldPorts(old) : []);
+    // Values given in the object first, so that no random pick lands on one of them.
+    for (const p of spec.ports ?? []) if (p.nodePort && (wantsNodePorts || spec.type === 'LoadBalancer')) avoid.add(ports.key(p.nodePort));
+    if (wantsHealthCheck && spec.healthCheckNodePort) avoid.add(ports.key(spec.healthCheckNodePort));
     const usedHere = new Map<number, ServicePort>();
     for (const [i, p] of (spec.ports ?? []).entries()) {
       if (!wantsNodePorts) {
+        // A LoadBalancer that allocates no NodePorts still holds the ones the user gave.
         if (spec.type !== 'LoadBalancer') delete p.nodePort;
+        else if (p.nodePort && !usedHere.has(p.nodePort)) {
+          if (!oldHeld.has(p.nodePort)) request(p.nodePort, `spec.ports[${i}].nodePort`);
+          usedHere.set(p.nodePort, p);
+        }
         continue;
       }
       if (p.nodePort) {
         const dup = usedHere.get(p.nodePort);
         // The same nodePort may serve two ports of this Service only for different protocols.
         if (dup && (dup.protocol ?? 'TCP') === (p.protocol ?? 'TCP')) throw new AllocationError(`spec.ports[${i}].nodePort`, p.nodePort, 'provided port is already allocated');
-        if (!dup && !oldHeld.has(p.nodePort)) {
-          await this.net.nodePorts.claim(p.nodePort, owner, `spec.ports[${i}].nodePort`);
-          made.ports.push(p.nodePort);
-        }
+        if (!dup && !oldHeld.has(p.nodePort)) request(p.nodePort, `spec.ports[${i}].nodePort`);
       } else {
-        p.nodePort = await this.net.nodePorts.allocate(owner, `spec.ports[${i}].nodePort`);
-        made.ports.push(p.nodePort);
+        p.nodePort = await pick(`spec.ports[${i}].nodePort`);
       }
       usedHere.set(p.nodePort, p);
     }
-    const wantsHealthCheck = spec.type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local';
     if (!wantsHealthCheck) {
       delete spec.healthCheckNodePort;
     } else if (spec.healthCheckNodePort) {
-      if (!oldHeld.has(spec.healthCheckNodePort)) {
-        await this.net.nodePorts.claim(spec.healthCheckNodePort, owner, 'spec.healthCheckNodePort');
-        made.ports.push(spec.healthCheckNodePort);
-      }
+      if (!oldHeld.has(spec.healthCheckNodePort)) request(spec.healthCheckNodePort, 'spec.healthCheckNodePort');
     } else {
-      spec.healthCheckNodePort = await this.net.nodePorts.allocate(owner, 'spec.healthCheckNodePort');
-      made.ports.push(spec.healthCheckNodePort);
+      spec.healthCheckNodePort = await pick('spec.healthCheckNodePort');
     }
   }
+}
+
+/**
+ * What an update of a Service does before it is validated, as kube-apiserver does:
+ * fields the new type no longer uses are dropped when the user left them as they were
+ * (dropTypeDependentFields: `kubectl patch -p '{"spec":{"type":"ClusterIP"}}'` on a
+ * NodePort Service works); allocated values the user omitted are kept
+ * (patchAllocatedValues); a dual-stack Service set to SingleStack keeps its primary
+ * address and family only (trimFieldsForDualStackDowngrade).
+ */
+export function prepareServiceUpdate(svc: Service, old: Service): void {
+  dropTypeDependentFields(svc, old);
+  carryOver(svc, old);
+  const spec = (svc.spec ??= {});
+  const wasDual = old.spec?.ipFamilyPolicy === 'RequireDualStack' || old.spec?.ipFamilyPolicy === 'PreferDualStack';
+  if (wasDual && spec.ipFamilyPolicy === 'SingleStack') {
+    if ((spec.clusterIPs?.length ?? 0) > 1) spec.clusterIPs = spec.clusterIPs!.slice(0, 1);
+    if ((spec.ipFamilies?.length ?? 0) > 1) spec.ipFamilies = spec.ipFamilies!.slice(0, 1);
+  }
+}
+
+const needsClusterIP = (s: Service) => s.spec?.type !== 'ExternalName';
+const needsNodePorts = (s: Service) => s.spec?.type === 'NodePort' || s.spec?.type === 'LoadBalancer';
+const needsHealthCheckPort = (s: Service) => s.spec?.type === 'LoadBalancer' && s.spec.externalTrafficPolicy === 'Local';
+const externallyAccessible = (s: Service) => needsNodePorts(s) || (s.spec?.type === 'ClusterIP' && (s.spec.externalIPs?.length ?? 0) > 0);
+const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+
+function dropTypeDependentFields(svc: Service, old: Service): void {
+  const spec = (svc.spec ??= {});
+  const o = old.spec ?? {};
+  if (needsClusterIP(old) && !needsClusterIP(svc)) {
+    if (same(spec.clusterIP, o.clusterIP) && same(spec.clusterIPs, o.clusterIPs)) {
+      delete spec.clusterIP;
+      delete spec.clusterIPs;
+    }
+    if (same(spec.ipFamilies, o.ipFamilies)) delete spec.ipFamilies;
+    if (same(spec.ipFamilyPolicy, o.ipFamilyPolicy)) delete spec.ipFamilyPolicy;
+  }
+  if (needsNodePorts(old) && !needsNodePorts(svc)) {
+    const nodePorts = (x: { ports?: ServicePort[] }) => (x.ports ?? []).map((p) => p.nodePort ?? 0);
+    if (same(nodePorts(spec), nodePorts(o))) for (const p of spec.ports ?? []) delete p.nodePort;
+  }
+  if (needsHealthCheckPort(old) && !needsHealthCheckPort(svc) && spec.healthCheckNodePort === o.healthCheckNodePort) delete spec.healthCheckNodePort;
+  if (o.type === 'LoadBalancer' && spec.type !== 'LoadBalancer') {
+    if (spec.allocateLoadBalancerNodePorts !== undefined && spec.allocateLoadBalancerNodePorts === o.allocateLoadBalancerNodePorts) delete spec.allocateLoadBalancerNodePorts;
+  }
+  if (externallyAccessible(old) && !externallyAccessible(svc) && spec.externalTrafficPolicy === o.externalTrafficPolicy) delete spec.externalTrafficPolicy;
 }
 
 /** Fields a user may omit on update that keep their allocated value (kube's patchAllocatedValues). */
@@ -196,7 +294,7 @@ function carryOver(svc: Service, old: Service): void {
       const match = (o.ports ?? []).find((q) => q.port === p.port && (q.protocol ?? 'TCP') === (p.protocol ?? 'TCP')) ?? (p.name ? (o.ports ?? []).find((q) => q.name === p.name) : undefined);
       if (match?.nodePort) p.nodePort = match.nodePort;
     }
-    if (!spec.healthCheckNodePort && o.healthCheckNodePort) spec.healthCheckNodePort = o.healthCheckNodePort;
+    if (!spec.healthCheckNodePort && o.healthCheckNodePort && needsHealthCheckPort(svc) && needsHealthCheckPort(old)) spec.healthCheckNodePort = o.healthCheckNodePort;
   }
 }
 

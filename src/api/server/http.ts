@@ -172,9 +172,12 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
       return sendObject(res, 200, r.resource, obj, table);
     }
     case 'list': {
-      const list = await reg.list(r.resource, listOptions(r, q));
-      if (table) return sendJson(res, 200, tableOf(r.resource, list.items, list.metadata, table.include));
-      return sendJson(res, 200, list);
+      if (table) {
+        const list = await reg.list(r.resource, listOptions(r, q));
+        return sendJson(res, 200, tableOf(r.resource, list.items, list.metadata, table.include));
+      }
+      const list = await reg.listJSON(r.resource, listOptions(r, q));
+      return sendText(res, 200, `{"apiVersion":${JSON.stringify(list.apiVersion)},"kind":${JSON.stringify(list.kind)},"metadata":${JSON.stringify(list.metadata)},"items":[${list.items.join(',')}]}`);
     }
     case 'watch': {
       const timeout = q.get('timeoutSeconds');
@@ -249,7 +252,7 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
 }
 
 function log(opts: HandlerOptions, user: User, r: ResourceRequest, obj: KubeObject): void {
-  opts.log.info({ verb: r.verb, resource: r.subresource ? `${r.resource}/${r.subresource}` : r.resource, namespace: r.namespace, name: obj.metadata.name, resourceVersion: obj.metadata.resourceVersion, user: user.name }, 'write');
+  opts.log.debug({ verb: r.verb, resource: r.subresource ? `${r.resource}/${r.subresource}` : r.resource, namespace: r.namespace, name: obj.metadata.name, resourceVersion: obj.metadata.resourceVersion, user: user.name }, 'write');
 }
 
 function listOptions(r: ResourceRequest, q: URLSearchParams) {
@@ -383,7 +386,11 @@ function sendObject(res: ServerResponse, code: number, resource: ResourceRequest
 }
 
 export function sendJson(res: ServerResponse, code: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  sendText(res, code, JSON.stringify(body));
+}
+
+/** Sends JSON that is already text. */
+function sendText(res: ServerResponse, code: number, text: string): void {
   res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private' });
   res.end(text);
 }

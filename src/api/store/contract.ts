@@ -335,6 +335,35 @@ export const storeContract: ContractCase[] = [
     },
   },
   {
+    name: 'a check op guards a transaction without writing',
+    async run({ store }) {
+      const ns = await store.create('/registry/c/ns', 'active');
+      const r0 = await store.currentRevision();
+      const [seen, made] = await store.transaction([
+        { kind: 'check', key: '/registry/c/ns', expectedModRevision: ns.modRevision },
+        { kind: 'create', key: '/registry/c/obj', value: 'o1' },
+      ]);
+      assert.deepEqual([seen!.key, seen!.value, seen!.modRevision], ['/registry/c/ns', 'active', ns.modRevision], 'a check returns the current KV');
+      assert.ok(made!.modRevision > r0);
+      const watched = collect(store, '/registry/c/', r0, 2, 500);
+      // The guarded key moved on: the transaction fails with Conflict and writes nothing.
+      const ns2 = await store.update('/registry/c/ns', 'terminating', ns.modRevision);
+      const r1 = await store.currentRevision();
+      const conflict = await rejectsWith(store.transaction([
+        { kind: 'check', key: '/registry/c/ns', expectedModRevision: ns.modRevision },
+        { kind: 'create', key: '/registry/c/obj2', value: 'o2' },
+      ]), 'Conflict');
+      assert.equal(conflict.key, '/registry/c/ns');
+      assert.equal(conflict.current?.modRevision, ns2.modRevision);
+      assert.equal(await store.currentRevision(), r1, 'a failed check writes nothing');
+      assert.equal(await store.get('/registry/c/obj2'), undefined);
+      await rejectsWith(store.transaction([{ kind: 'check', key: '/registry/c/none', expectedModRevision: 1 }]), 'NotFound');
+      const evs = await watched.wait();
+      watched.cancel();
+      assert.deepEqual(evs.map((e) => [e.type, e.key]), [['create', '/registry/c/obj'], ['update', '/registry/c/ns']], 'a check is no event');
+    },
+  },
+  {
     name: 'a transaction is watched as its events, once each',
     async run({ store }) {
       const start = await store.currentRevision();

@@ -372,7 +372,13 @@ export class EtcdStore implements Store {
       }
       compare.push({ key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 });
       if (op.expectedModRevision !== undefined) compare.push({ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: op.expectedModRevision });
-      success.push(op.kind === 'update' ? { request_put: { key: k, value: Buffer.from(op.value, 'utf8'), prev_kv: true } } : { request_delete_range: { key: k, prev_kv: true } });
+      success.push(
+        op.kind === 'update'
+          ? { request_put: { key: k, value: Buffer.from(op.value, 'utf8'), prev_kv: true } }
+          : op.kind === 'check'
+            ? { request_range: { key: k } }
+            : { request_delete_range: { key: k, prev_kv: true } },
+      );
     }
     const res = await this.txn('transaction', { compare, success, failure: ops.map((op) => ({ request_range: { key: this.k(op.key) } })) });
     if (!res.succeeded) {
@@ -393,6 +399,11 @@ export class EtcdStore implements Store {
     return ops.map((op, i): KV => {
       const resp = res.responses[i];
       if (op.kind === 'create') return { key: op.key, value: op.value, createRevision: r, modRevision: r };
+      if (op.kind === 'check') {
+        const cur = resp?.response_range?.kvs[0];
+        if (!cur) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
+        return { ...this.toKV(cur), key: op.key };
+      }
       if (op.kind === 'update') {
         const prev = resp?.response_put?.prev_kv;
         return { key: op.key, value: op.value, createRevision: prev ? rev(prev.create_revision) : r, modRevision: r };

@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) W
 type SingleOp =
   | { kind: 'create'; key: string; value: string }
   | { kind: 'update'; key: string; value: string; expected: number }
-  | { kind: 'delete'; key: string; expected: number | undefined };
+  | { kind: 'delete'; key: string; expected: number | undefined }
+  | { kind: 'check'; key: string; expected: number };
 
 /** A single write, or a transaction of several (all or none). */
 type WriteOp = SingleOp | { kind: 'txn'; ops: SingleOp[] };
@@ -202,7 +203,7 @@ export class SqliteStore implements Store {
       const mode = db.pragma('journal_mode = WAL', { simple: true });
       if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
       db.pragma('synchronous = FULL');
-      db.pragma('cache_size = -65536'); // KiB: the name index of 100k+ keys stays in memory
+      db.pragma('cache_size = -16384'); // KiB: 16 MiB holds the name index of 100k+ keys; the OS page cache holds the rest
       db.pragma('journal_size_limit = 67108864'); // a burst of big values leaves no huge WAL behind
       const d = db;
       const init = d.transaction(() => {
@@ -310,7 +311,18 @@ export class SqliteStore implements Store {
   async transaction(ops: TxnOp[]): Promise<KV[]> {
     if (!ops.length) return [];
     if (new Set(ops.map((o) => o.key)).size !== ops.length) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a transaction may write each key only once', {});
-    const single = ops.map((o): SingleOp => (o.kind === 'create' ? o : o.kind === 'update' ? { kind: 'update', key: o.key, value: o.value, expected: o.expectedModRevision } : { kind: 'delete', key: o.key, expected: o.expectedModRevision }));
+    const single = ops.map((o): SingleOp => {
+      switch (o.kind) {
+        case 'create':
+          return o;
+        case 'update':
+          return { kind: 'update', key: o.key, value: o.value, expected: o.expectedModRevision };
+        case 'delete':
+          return { kind: 'delete', key: o.key, expected: o.expectedModRevision };
+        case 'check':
+          return { kind: 'check', key: o.key, expected: o.expectedModRevision };
+      }
+    });
     return this.#enqueue({ kind: 'txn', ops: single });
   }
 
@@ -414,7 +426,7 @@ export class SqliteStore implements Store {
     let chars = 0;
     while (n < this.#queue.length && n < this.#maxBatch && (n === 0 || chars < MAX_BATCH_CHARS)) {
       const op = this.#queue[n]!.op;
-      for (const o of op.kind === 'txn' ? op.ops : [op]) chars += o.kind === 'delete' ? 0 : o.value.length;
+      for (const o of op.kind === 'txn' ? op.ops : [op]) chars += o.kind === 'create' || o.kind === 'update' ? o.value.length : 0;
       n++;
     }
     const batch = this.#queue.splice(0, n);
@@ -439,7 +451,7 @@ export class SqliteStore implements Store {
                   const out = this.#apply(sub, r + 1, local);
                   if (!out.ok) throw new TxnAbort(out.err);
                   kvs.push(out.kv);
-                  r++;
+                  if (sub.kind !== 'check') r++;
                 }
               })();
             } catch (e) {
@@ -496,6 +508,7 @@ export class SqliteStore implements Store {
       const msg = `${op.key} was modified: expected revision ${op.expected}, stored ${live.id}`;
       return { ok: false, err: new StoreError('Conflict', msg, { key: op.key, current }) };
     }
+    if (op.kind === 'check') return { ok: true, kv: { key: op.key, value: prevValue, createRevision: live.create_revision, modRevision: live.id } };
     if (op.kind === 'update') {
       insert.run(id, op.key, 0, 0, live.create_revision, live.id, op.value);
       events.push({ type: 'update', key: op.key, value: op.value, prevValue, revision: id, createRevision: live.create_revision });

@@ -70,7 +70,12 @@ export interface WatchHandle {
 export type TxnOp =
   | { kind: 'create'; key: string; value: string }
   | { kind: 'update'; key: string; value: string; expectedModRevision: number }
-  | { kind: 'delete'; key: string; expectedModRevision?: number };
+  | { kind: 'delete'; key: string; expectedModRevision?: number }
+  /**
+   * Writes nothing: the transaction applies only if `key` exists at exactly this
+   * revision (a read made earlier, e.g. from a cache, still holds). Its KV is the current one.
+   */
+  | { kind: 'check'; key: string; expectedModRevision: number };
 
 export interface Store {
   /** "sqlite" or "etcd". */
@@ -93,7 +98,8 @@ export interface Store {
   delete(key: string, expectedModRevision?: number): Promise<KV>;
   /**
    * Applies every op or none (keys must be distinct). Resolves with one KV per op, in op
-   * order (a delete's KV as for delete()). Fails with the StoreError of the first op whose
+   * order (a delete's KV as for delete(); a check's the current KV, and a check consumes
+   * no revision). Fails with the StoreError of the first op whose
    * precondition does not hold ('KeyExists', 'NotFound' or 'Conflict', with its `key`).
    * Revisions: all later than anything before; etcd gives every op of a transaction the
    * same revision, SQLite consecutive ones.
