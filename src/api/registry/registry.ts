@@ -222,8 +222,7 @@ export class Registry {
     delete meta.deletionTimestamp;
     delete meta.deletionGracePeriodSeconds;
     prepareCreate(resource, obj);
-    const allocating = resource === 'services' && !opts.dryRun;
-    if (opts.dryRun) return { object: obj as T, warnings, created: true };
+    const allocating = resource === 'services';
     const state = newPlanState();
     for (let attempt = 0; ; attempt++) {
       // Each attempt plans from the object as admitted: a retry may choose other values.
@@ -234,8 +233,10 @@ export class Registry {
       try {
         // One transaction: the object, its allocation records, and the check that its
         // namespace is still the active one we read.
-        const [kv] = await this.write(() => this.store.transaction([{ kind: 'create', key, value: encode(toStore) }, ...(plan?.ops ?? []), ...(nsCheck ? [nsCheck] : [])]));
-        return { object: decodeObject(resource, kv!.value, kv!.modRevision) as T, warnings, created: true };
+        const [kv] = await this.write(() => this.commit([{ kind: 'create', key, value: encode(toStore) }, ...(plan?.ops ?? []), ...(nsCheck ? [nsCheck] : [])], opts.dryRun));
+        const object = decodeObject(resource, kv!.value, kv!.modRevision) as T;
+        if (opts.dryRun) delete object.metadata.resourceVersion; // nothing was stored
+        return { object, warnings, created: true };
       } catch (e) {
         if (attempt >= MAX_WRITE_ATTEMPTS && isPrecondition(e)) throw errors.conflict(target(resource, meta.name), 'too many concurrent writers; try again');
         if (isStoreError(e, 'KeyExists') && e.key === key) {
@@ -321,7 +322,7 @@ export class Registry {
       this.validateOrThrow(resource, obj, { op: 'update', old });
       if (canonical(encodeForCompare(obj)) === canonical(encodeForCompare(old))) return { object: old as T, warnings };
       const owner = { namespace: old.metadata.namespace ?? '', name, uid: old.metadata.uid ?? '' };
-      const allocating = resource === 'services' && !opts.subresource && !opts.dryRun;
+      const allocating = resource === 'services' && !opts.subresource;
       if (!allocating) {
         if (opts.dryRun) return { object: obj as T, warnings };
         try {
@@ -342,8 +343,8 @@ export class Registry {
         const plan = await this.allocations(() => this.services.plan(toStore as Service, old as Service, owner, state), obj);
         this.validateOrThrow(resource, toStore, { op: 'update', old });
         try {
-          const [next] = await this.write(() => this.store.transaction([{ kind: 'update', key, value: encode(toStore), expectedModRevision: kv.modRevision }, ...plan.ops]));
-          await plan.releaseUnused();
+          const [next] = await this.write(() => this.commit([{ kind: 'update', key, value: encode(toStore), expectedModRevision: kv.modRevision }, ...plan.ops], opts.dryRun));
+          if (!opts.dryRun) await plan.releaseUnused();
           return { object: decodeObject(resource, next!.value, next!.modRevision) as T, warnings };
         } catch (e) {
           if (round < MAX_WRITE_ATTEMPTS && isStoreError(e, 'KeyExists') && e.key && (await this.allocations(() => this.services.onKeyExists(plan, e.key!, owner, state), obj))) continue;
@@ -524,7 +525,9 @@ export class Registry {
     else delete m.deletionTimestamp;
     if (o.deletionGracePeriodSeconds !== undefined) m.deletionGracePeriodSeconds = o.deletionGracePeriodSeconds;
     else delete m.deletionGracePeriodSeconds;
-    delete m.generateName;
+    // generateName is set once, at create.
+    if (o.generateName !== undefined) m.generateName = o.generateName;
+    else delete m.generateName;
     const rec = obj as unknown as Record<string, unknown>;
     const orec = old as unknown as Record<string, unknown>;
     if (subresource === 'status') {
@@ -550,6 +553,30 @@ export class Registry {
     } catch (e) {
       throw mapStoreError(e, what);
     }
+  }
+
+  /**
+   * Applies a transaction, or with `dryRun` only checks its preconditions (reads, no
+   * write) and answers as the store would: the same StoreErrors, KVs of what would be
+   * stored (a create's revision 0, an update's the current one).
+   */
+  private async commit(ops: TxnOp[], dryRun: boolean | undefined): Promise<KV[]> {
+    if (!dryRun) return this.store.transaction(ops);
+    const out: KV[] = [];
+    for (const op of ops) {
+      const cur = await this.store.get(op.key);
+      if (op.kind === 'create') {
+        if (cur) throw new StoreError('KeyExists', `${op.key} already exists`, { key: op.key });
+        out.push({ key: op.key, value: op.value, createRevision: 0, modRevision: 0 });
+        continue;
+      }
+      if (!cur) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
+      if (op.expectedModRevision !== undefined && op.expectedModRevision !== cur.modRevision) {
+        throw new StoreError('Conflict', `${op.key} was modified: expected revision ${op.expectedModRevision}, stored ${cur.modRevision}`, { key: op.key, current: cur });
+      }
+      out.push(op.kind === 'update' ? { ...cur, value: op.value } : cur);
+    }
+    return out;
   }
 
   private async write<T>(fn: () => Promise<T>): Promise<T> {

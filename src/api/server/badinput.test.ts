@@ -341,7 +341,6 @@ const cases: BadCase[] = [
     send: { body: service('web') },
     status: 409,
     reason: 'AlreadyExists',
-    knownBug: 'registry.ts:180 Registry.create returns before store.create on dryRun without checking the key exists: answers 201',
   },
   {
     name: 'dryRun create with an allocated clusterIP → 422 (a dry run still checks the allocation)',
@@ -351,7 +350,6 @@ const cases: BadCase[] = [
     status: 422,
     reason: 'Invalid',
     fields: ['spec.clusterIPs[0]'],
-    knownBug: 'registry.ts:179 skips ServiceAllocations entirely on dryRun: a taken or out-of-range clusterIP / nodePort is answered 201',
   },
   { name: 'delete with a uid precondition that does not hold → 409', method: 'DELETE', path: svc('web'), send: { body: { preconditions: { uid: 'not-the-uid' } } }, status: 409, reason: 'Conflict' },
   { name: 'delete with a stale resourceVersion precondition → 409', method: 'DELETE', path: svc('web'), send: { body: { preconditions: { resourceVersion: '__stale__' } } }, status: 409, reason: 'Conflict' },
@@ -700,18 +698,13 @@ describe('fuzz: random bodies to every resource', () => {
         const path = p(r, { ...(item.metadata.namespace ? { namespace: item.metadata.namespace } : {}), name: item.metadata.name! });
         const again = await call('PUT', `${path}?fieldValidation=Strict`, { body: item });
         expect(again.status, `${path}: ${again.text.slice(0, 400)}`).toBe(200);
-        // Known registry bug (registry.ts:433, mergeServerFields deletes metadata.generateName on
-        // every update): a no-op PUT of an object created with generateName writes. See the skipped test below.
-        if (item.metadata.generateName !== undefined) continue;
         expect((again.json as KubeObject).metadata.resourceVersion, `${path}: a no-op PUT writes nothing`).toBe(item.metadata.resourceVersion);
       }
     }
   }, 60_000);
 
-  // registry.ts:433 (Registry.mergeServerFields) deletes metadata.generateName on every update, so a
-  // PUT of exactly what GET returned is a write (new resourceVersion) and loses generateName;
-  // kube-apiserver keeps generateName and a no-op update does not write.
-  it.skip('a no-op PUT of an object created with generateName writes nothing and keeps generateName', async () => {
+  // As kube-apiserver: generateName is kept on update, and a PUT of what GET gave does not write.
+  it('a no-op PUT of an object created with generateName writes nothing and keeps generateName', async () => {
     const made = await ok<Service>('POST', svcs, { ...service('x'), metadata: { generateName: 'gen-' } });
     const again = await ok<Service>('PUT', svc(made.metadata.name!), made);
     expect(again.metadata.resourceVersion).toBe(made.metadata.resourceVersion);
