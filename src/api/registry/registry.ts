@@ -71,6 +71,9 @@ export interface NamespaceLister {
   get(name: string): Namespace | undefined;
 }
 
+/** Keys read from the store per page of a list (a full list is read in pages at one revision). */
+const LIST_PAGE = 500;
+
 /** Attempts of one write that keeps meeting changed preconditions (kube's GuaranteedUpdate retries too). */
 const MAX_WRITE_ATTEMPTS = 16;
 
@@ -128,23 +131,27 @@ export class Registry {
   }
 
   /**
-   * list(), with every item as its JSON text. No object is built unless a selector needs
-   * one, so a full list of a large collection costs its text, not its objects (the
-   * answer to an agent's or kubectl's plain list).
+   * list(), streamed: every item as its JSON text, handed to `onPage` one store page at a
+   * time (the next page is read once the promise resolves, so a slow reader holds back the
+   * reads). No object is built unless a selector needs one, so a full list of a large
+   * collection costs a page of text, not the collection's objects. Errors found before
+   * the first page (a bad selector, a compacted revision) throw before `onPage` is called.
    */
-  async listJSON(resource: ResourceName, opts: ListOptions = {}): Promise<{ apiVersion: string; kind: string; metadata: ListMeta; items: string[] }> {
+  async listJSON(resource: ResourceName, opts: ListOptions, onPage: (items: string[]) => Promise<void>): Promise<{ apiVersion: string; kind: string; metadata: ListMeta }> {
     const info = RESOURCES[resource];
     const apiVersion = apiVersionOf(info);
-    const { metadata, items } = await this.scan(resource, opts, (kv, obj) => (obj ? JSON.stringify(obj) : stampStored(kv.value, apiVersion, info.kind, kv.modRevision, () => decodeObject(resource, kv.value, kv.modRevision))));
-    return { apiVersion, kind: info.listKind, metadata, items };
+    const make = (kv: KV, obj: KubeObject | undefined) => (obj ? JSON.stringify(obj) : stampStored(kv.value, apiVersion, info.kind, kv.modRevision, () => decodeObject(resource, kv.value, kv.modRevision)));
+    const { metadata } = await this.scan(resource, opts, make, onPage);
+    return { apiVersion, kind: info.listKind, metadata };
   }
 
   /**
    * The paging, selectors and consistency of a list: the items of `resource` matching
-   * `opts`, read at one revision, each made by `make` (given the decoded object when a
-   * selector needed it).
+   * `opts`, read at one revision in store pages of LIST_PAGE keys, each made by `make`
+   * (given the decoded object when a selector needed it). With `onPage`, each page's items
+   * go there instead of into the result.
    */
-  private async scan<I>(resource: ResourceName, opts: ListOptions, make: (kv: KV, obj: KubeObject | undefined) => I): Promise<{ metadata: ListMeta; items: I[] }> {
+  private async scan<I>(resource: ResourceName, opts: ListOptions, make: (kv: KV, obj: KubeObject | undefined) => I, onPage?: (items: I[]) => Promise<void>): Promise<{ metadata: ListMeta; items: I[] }> {
     const info = RESOURCES[resource];
     const labels = parseLabelSelector(opts.labelSelector);
     const fields = parseFieldSelector(resource, opts.fieldSelector);
@@ -165,25 +172,31 @@ export class Registry {
       else if (opts.resourceVersionMatch && opts.resourceVersionMatch !== 'NotOlderThan') throw errors.badRequest(`resourceVersionMatch ${JSON.stringify(opts.resourceVersionMatch)} is not supported (Exact, NotOlderThan)`);
     }
     const prefix = collectionPrefix(resource, namespace);
-    const items: I[] = [];
+    let items: I[] = [];
+    let count = 0;
     let cont: string | undefined;
     let readRev = revision;
     for (;;) {
-      const page = await this.read(() => this.store.list(prefix, { ...(limit ? { limit: Math.max(limit, 500) } : {}), ...(startAfter ? { startAfter } : {}), ...(readRev !== undefined ? { revision: readRev } : {}) }), opts.continue ? 'continue' : 'list');
+      const page = await this.read(() => this.store.list(prefix, { limit: Math.max(limit, LIST_PAGE), ...(startAfter ? { startAfter } : {}), ...(readRev !== undefined ? { revision: readRev } : {}) }), opts.continue ? 'continue' : 'list');
       readRev = page.revision;
       let stoppedAt = -1;
       for (let i = 0; i < page.kvs.length; i++) {
         const kv = page.kvs[i]!;
         if (filtered) {
           const obj = decodeObject(resource, kv.value, kv.modRevision);
-          if (labels(obj.metadata.labels) && fields(obj)) items.push(make(kv, obj));
+          if (!(labels(obj.metadata.labels) && fields(obj))) continue;
+          items.push(make(kv, obj));
         } else {
           items.push(make(kv, undefined));
         }
-        if (limit && items.length === limit) {
+        if (limit && ++count === limit) {
           stoppedAt = i;
           break;
         }
+      }
+      if (onPage && items.length) {
+        await onPage(items);
+        items = [];
       }
       if (stoppedAt >= 0) {
         if (stoppedAt < page.kvs.length - 1 || page.more) cont = encodeContinue(readRev, page.kvs[stoppedAt]!.key);

@@ -176,8 +176,7 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
         const list = await reg.list(r.resource, listOptions(r, q));
         return sendJson(res, 200, tableOf(r.resource, list.items, list.metadata, table.include));
       }
-      const list = await reg.listJSON(r.resource, listOptions(r, q));
-      return sendText(res, 200, `{"apiVersion":${JSON.stringify(list.apiVersion)},"kind":${JSON.stringify(list.kind)},"metadata":${JSON.stringify(list.metadata)},"items":[${list.items.join(',')}]}`);
+      return streamList(res, reg, r.resource, listOptions(r, q));
     }
     case 'watch': {
       const timeout = q.get('timeoutSeconds');
@@ -393,4 +392,49 @@ export function sendJson(res: ServerResponse, code: number, body: unknown): void
 function sendText(res: ServerResponse, code: number, text: string): void {
   res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private' });
   res.end(text);
+}
+
+/**
+ * A plain list, written (chunked) page by page as the registry reads it, so a list of a
+ * large collection is never in memory whole (the items first, `metadata` last: JSON
+ * readers do not care about key order). The answer starts with the first page: an error
+ * found before it is still a Status; a store failure after it ends the connection, and
+ * the client sees a truncated body, as with kube-apiserver's streamed lists.
+ */
+async function streamList(res: ServerResponse, reg: Registry, resource: ResourceRequest['resource'], opts: ReturnType<typeof listOptions>): Promise<void> {
+  const info = RESOURCES[resource];
+  let started = false;
+  let sep = '';
+  const begin = () => {
+    if (started) return;
+    started = true;
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
+    res.write(`{"apiVersion":${JSON.stringify(apiVersionOf(info))},"kind":${JSON.stringify(info.listKind)},"items":[`);
+  };
+  try {
+    const { metadata } = await reg.listJSON(resource, opts, async (items) => {
+      begin();
+      if (!res.write(sep + items.join(','))) await drained(res);
+      sep = ',';
+    });
+    begin();
+    res.end(`],"metadata":${JSON.stringify(metadata)}}`);
+  } catch (e) {
+    if (!started) throw e;
+    res.destroy(e instanceof Error ? e : new Error(String(e)));
+  }
+}
+
+/** Resolves when `res` can take more (or is gone: then throws, which ends the list). */
+async function drained(res: ServerResponse): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+  if (res.destroyed) throw new Error('the client went away during a list');
 }
