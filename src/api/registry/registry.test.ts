@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { KubeObject, Namespace, Pod, Service, ServiceSpec } from '../../client/types.js';
+import type { KubeObject, Namespace, Node, Pod, Service, ServiceSpec } from '../../client/types.js';
 import { Cidr } from '../../util/ipnet.js';
 import { ApiStatusError } from '../server/status.js';
 import { SqliteStore } from '../store/sqlite.js';
@@ -863,6 +863,61 @@ describe('Registry: paging', () => {
     expect(bad.code).toBe(400);
     const neg = await apiError(api.registry.list('pods', { limit: -1 }));
     expect(neg.code).toBe(400);
+  });
+});
+
+describe('Registry: Node pod subnets', () => {
+  const CIDRS = '/registry/ranges/podcidrs/';
+  const node = (name: string, podCIDR?: string): Node => ({ apiVersion: 'v1', kind: 'Node', metadata: { name }, ...(podCIDR ? { spec: { podCIDR, podCIDRs: [podCIDR] } } : {}) });
+  const claim = (api: Api, name: string, cidr: string) => api.registry.patch<Node>('nodes', undefined, name, { spec: { podCIDR: cidr, podCIDRs: [cidr] } }, MERGE);
+
+  it('a subnet is held by one Node: a second claim is 422 naming the holder', async () => {
+    const api = await openApi();
+    await api.registry.create('nodes', undefined, node('n1', '10.244.1.0/24'));
+    await api.registry.create('nodes', undefined, node('n2'));
+    expect(await recordKeys(api, CIDRS)).toEqual(['10.244.1.0/24']);
+    const e = await apiError(claim(api, 'n2', '10.244.1.0/24'));
+    expect(e.code).toBe(422);
+    expect(e.message).toContain('already allocated to node n1');
+    expect((await api.registry.get<Node>('nodes', undefined, 'n2')).spec?.podCIDR).toBeUndefined();
+    const e2 = await apiError(api.registry.create('nodes', undefined, node('n3', '10.244.1.0/24')));
+    expect(e2.code).toBe(422);
+    await expect(api.registry.get('nodes', undefined, 'n3')).rejects.toThrow();
+  });
+
+  it('20 Nodes racing for 4 subnets: each subnet ends up with exactly one Node', async () => {
+    const api = await openApi();
+    const grid = ['10.244.0.0/24', '10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24'];
+    for (let i = 0; i < 20; i++) await api.registry.create('nodes', undefined, node(`n${i}`));
+    const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => claim(api, `n${i}`, grid[i % 4]!)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(4);
+    const held = (await api.registry.list<Node>('nodes')).items.map((n) => n.spec?.podCIDR).filter(Boolean);
+    expect(held.sort()).toEqual(grid);
+    expect(await recordKeys(api, CIDRS)).toEqual(grid);
+  });
+
+  it('a subnet is fixed once set, and freed when its Node is deleted', async () => {
+    const api = await openApi();
+    await api.registry.create('nodes', undefined, node('n1', '10.244.7.0/24'));
+    const e = await apiError(claim(api, 'n1', '10.244.8.0/24'));
+    expect(e.code).toBe(422);
+    expect(e.message).toContain('may not change podCIDR');
+    // Status writes (heartbeats) leave the claim alone.
+    await api.registry.patch('nodes', undefined, 'n1', { status: { conditions: [{ type: 'Ready', status: 'True' }] } }, MERGE, { subresource: 'status' });
+    expect(await recordKeys(api, CIDRS)).toEqual(['10.244.7.0/24']);
+    await api.registry.delete('nodes', undefined, 'n1');
+    expect(await recordKeys(api, CIDRS)).toEqual([]);
+    await api.registry.create('nodes', undefined, node('n2', '10.244.7.0/24'));
+    expect(await recordKeys(api, CIDRS)).toEqual(['10.244.7.0/24']);
+  });
+
+  it('dual-stack subnets are one record each, in canonical form', async () => {
+    const api = await openApi();
+    await api.registry.create('nodes', undefined, { apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' }, spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'FD00:10:244:1::/64'] } });
+    expect((await recordKeys(api, CIDRS)).sort()).toEqual(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    const e = await apiError(api.registry.create('nodes', undefined, { apiVersion: 'v1', kind: 'Node', metadata: { name: 'n2' }, spec: { podCIDR: '10.244.2.0/24', podCIDRs: ['10.244.2.0/24', 'fd00:10:244:1:0::/64'] } }));
+    expect(e.code).toBe(422);
+    expect(await recordKeys(api, CIDRS)).toHaveLength(2);
   });
 });
 

@@ -20,6 +20,8 @@ import { collectionPrefix, objectKey } from './keys.js';
 import { canonical, clone, dropNulls, encode, generateName, isPlainObject, newUid, now, stampStored } from './objects.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
 import { ServiceAllocations, newPlanState, prepareServiceUpdate } from './serviceips.js';
+import type { ObjectAllocations } from './serviceips.js';
+import { NodeCIDRAllocations } from './nodecidrs.js';
 import type { ServiceNetwork } from './serviceips.js';
 import { WatchCache, decodeObject } from './watchcache.js';
 
@@ -86,14 +88,15 @@ export class Registry {
   readonly store: Store;
   readonly watchCache: WatchCache;
   private readonly clock: () => number;
-  private readonly services: ServiceAllocations;
+  /** What writes of a resource take from allocators (Service IPs and ports, Node subnets). */
+  private readonly allocators: Partial<Record<ResourceName, ObjectAllocations>>;
   private namespaces: NamespaceLister | undefined;
 
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
     this.watchCache = opts.watchCache ?? new WatchCache(opts.store);
     this.clock = opts.clock ?? Date.now;
-    this.services = new ServiceAllocations(opts.network);
+    this.allocators = { services: new ServiceAllocations(opts.network), nodes: new NodeCIDRAllocations(opts.store) };
   }
 
   /**
@@ -235,13 +238,13 @@ export class Registry {
     delete meta.deletionTimestamp;
     delete meta.deletionGracePeriodSeconds;
     prepareCreate(resource, obj);
-    const allocating = resource === 'services';
+    const alloc = this.allocators[resource];
     const state = newPlanState();
     for (let attempt = 0; ; attempt++) {
       // Each attempt plans from the object as admitted: a retry may choose other values.
-      const toStore = allocating ? clone(obj) : obj;
+      const toStore = alloc ? clone(obj) : obj;
       const owner = { namespace: meta.namespace ?? '', name: meta.name!, uid: meta.uid };
-      const plan = allocating ? await this.allocations(() => this.services.plan(toStore as Service, undefined, owner, state), obj) : undefined;
+      const plan = alloc ? await this.allocations(resource, () => alloc.plan(toStore, undefined, owner, state), obj) : undefined;
       const key = objectKey(resource, meta.namespace, meta.name!);
       try {
         // One transaction: the object, its allocation records, and the check that its
@@ -257,7 +260,7 @@ export class Registry {
           meta.name = generateName(meta.generateName!);
           continue;
         }
-        if (isStoreError(e, 'KeyExists') && plan && e.key && (await this.allocations(() => this.services.onKeyExists(plan, e.key!, owner, state), obj))) continue;
+        if (isStoreError(e, 'KeyExists') && alloc && plan && e.key && (await this.allocations(resource, () => alloc.onKeyExists(plan, e.key!, owner, state), obj))) continue;
         if (nsCheck && (isStoreError(e, 'Conflict') || isStoreError(e, 'NotFound')) && e.key === nsCheck.key) {
           nsCheck = await this.requireActiveNamespace(meta.namespace!, { live: true });
           continue;
@@ -335,8 +338,8 @@ export class Registry {
       this.validateOrThrow(resource, obj, { op: 'update', old });
       if (canonical(encodeForCompare(obj)) === canonical(encodeForCompare(old))) return { object: old as T, warnings };
       const owner = { namespace: old.metadata.namespace ?? '', name, uid: old.metadata.uid ?? '' };
-      const allocating = resource === 'services' && !opts.subresource;
-      if (!allocating) {
+      const alloc = opts.subresource ? undefined : this.allocators[resource];
+      if (!alloc) {
         if (opts.dryRun) return { object: obj as T, warnings };
         try {
           const next = await this.write(() => this.store.update(key, encode(obj), kv.modRevision));
@@ -353,14 +356,14 @@ export class Registry {
       const state = newPlanState();
       for (let round = 0; ; round++) {
         const toStore = clone(obj);
-        const plan = await this.allocations(() => this.services.plan(toStore as Service, old as Service, owner, state), obj);
+        const plan = await this.allocations(resource, () => alloc.plan(toStore, old, owner, state), obj);
         this.validateOrThrow(resource, toStore, { op: 'update', old });
         try {
           const [next] = await this.write(() => this.commit([{ kind: 'update', key, value: encode(toStore), expectedModRevision: kv.modRevision }, ...plan.ops], opts.dryRun));
           if (!opts.dryRun) await plan.releaseUnused();
           return { object: decodeObject(resource, next!.value, next!.modRevision) as T, warnings };
         } catch (e) {
-          if (round < MAX_WRITE_ATTEMPTS && isStoreError(e, 'KeyExists') && e.key && (await this.allocations(() => this.services.onKeyExists(plan, e.key!, owner, state), obj))) continue;
+          if (round < MAX_WRITE_ATTEMPTS && isStoreError(e, 'KeyExists') && e.key && (await this.allocations(resource, () => alloc.onKeyExists(plan, e.key!, owner, state), obj))) continue;
           if (isStoreError(e, 'Conflict') && e.key === key) {
             if (requestedRV) throw errors.conflict(target(resource, name));
             break; // re-read and rebuild
@@ -395,7 +398,7 @@ export class Registry {
       if (resource === 'namespaces') await this.terminateNamespace(obj as Namespace);
       try {
         const gone = await this.write(() => this.store.delete(key, kv.modRevision));
-        if (resource === 'services') await this.services.onDelete(obj as Service, { namespace: namespace ?? '', name, uid: obj.metadata.uid ?? '' });
+        await this.allocators[resource]?.onDelete(obj, { namespace: namespace ?? '', name, uid: obj.metadata.uid ?? '' });
         return decodeObject(resource, gone.value, gone.modRevision) as T;
       } catch (e) {
         if (isStoreError(e, 'Conflict')) continue;
@@ -516,16 +519,18 @@ export class Registry {
     if (!e.empty) throw errors.invalid(RESOURCES[resource].kind, RESOURCES[resource].group, obj.metadata.name ?? obj.metadata.generateName ?? '', e.causes);
   }
 
-  private async allocations<T>(fn: () => Promise<T>, obj: KubeObject): Promise<T> {
+  private async allocations<T>(resource: ResourceName, fn: () => Promise<T>, obj: KubeObject): Promise<T> {
     try {
       return await fn();
     } catch (e) {
       if (e instanceof AllocationError) {
-        throw errors.invalid('Service', '', obj.metadata.name ?? '', [{ reason: 'FieldValueInvalid', field: e.field, message: `Invalid value: ${JSON.stringify(e.value)}: ${e.message}` }]);
+        const info = RESOURCES[resource];
+        throw errors.invalid(info.kind, info.group, obj.metadata.name ?? '', [{ reason: 'FieldValueInvalid', field: e.field, message: `Invalid value: ${JSON.stringify(e.value)}: ${e.message}` }]);
       }
       throw e;
     }
   }
+
 
   /** Copies what an update may not change: identity, timestamps, and spec or status. */
   private mergeServerFields(resource: ResourceName, obj: KubeObject, old: KubeObject, subresource: string | undefined): void {

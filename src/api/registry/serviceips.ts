@@ -5,7 +5,7 @@
  * transaction), keeping what was already allocated, and releasing what is no longer used
  * only after the Service write succeeded.
  */
-import type { IPFamily, Service, ServicePort } from '../../client/types.js';
+import type { IPFamily, KubeObject, Service, ServicePort } from '../../client/types.js';
 import { isIP } from 'node:net';
 import { familyOf, parseIP } from '../../util/ipnet.js';
 import type { Family } from '../../util/ipnet.js';
@@ -33,6 +33,20 @@ export interface AllocationPlan {
   releaseUnused(): Promise<void>;
 }
 
+/**
+ * What a resource's writes take from allocators (Services: ClusterIPs and NodePorts;
+ * Nodes: pod subnets), planned without writing and recorded in the object's own
+ * transaction.
+ */
+export interface ObjectAllocations {
+  /** The record ops a create (`old` undefined) or update of `obj` needs; may fill in `obj`. */
+  plan(obj: KubeObject, old: KubeObject | undefined, owner: Owner, state: PlanState): Promise<AllocationPlan>;
+  /** A write of `plan` met KeyExists on `key`: learn (true: retry) or throw AllocationError. False: not a record of the plan. */
+  onKeyExists(plan: AllocationPlan, key: string, owner: Owner, state: PlanState): Promise<boolean>;
+  /** The object was deleted: free what it held. */
+  onDelete(obj: KubeObject, owner: Owner): Promise<void>;
+}
+
 /** What earlier attempts of one request learned; a retry plans with it. */
 export interface PlanState {
   /** Record keys held by someone else: never picked again. */
@@ -46,7 +60,7 @@ export const newPlanState = (): PlanState => ({ avoid: new Set(), ours: new Set(
 const famName = (f: Family): IPFamily => (f === 4 ? 'IPv4' : 'IPv6');
 const famNum = (f: IPFamily): Family => (f === 'IPv4' ? 4 : 6);
 
-export class ServiceAllocations {
+export class ServiceAllocations implements ObjectAllocations {
   constructor(private readonly net: ServiceNetwork) {}
 
   /**
@@ -55,7 +69,9 @@ export class ServiceAllocations {
    * holds, and returns the record ops to write with it. Writes nothing. AllocationError
    * for a value out of range. Requested addresses are stored in canonical form.
    */
-  async plan(svc: Service, old: Service | undefined, owner: Owner, state: PlanState): Promise<AllocationPlan> {
+  async plan(obj: KubeObject, oldObj: KubeObject | undefined, owner: Owner, state: PlanState): Promise<AllocationPlan> {
+    const svc = obj as Service;
+    const old = oldObj as Service | undefined;
     const spec = (svc.spec ??= {});
     const plan: AllocationPlan = {
       ops: [],
@@ -102,7 +118,8 @@ export class ServiceAllocations {
   }
 
   /** Frees everything the Service holds (after it was deleted). */
-  async onDelete(svc: Service, owner: Owner): Promise<void> {
+  async onDelete(obj: KubeObject, owner: Owner): Promise<void> {
+    const svc = obj as Service;
     for (const ip of heldIPs(svc)) await this.allocatorFor(ip)?.release(ip, owner);
     for (const p of heldPorts(svc)) await this.net.nodePorts.release(p, owner);
   }

@@ -22,7 +22,7 @@ export function validate(resource: ResourceName, obj: KubeObject, ctx: RuleConte
       namespace(e, obj as Namespace);
       break;
     case 'nodes':
-      node(e, obj as Node);
+      node(e, obj as Node, ctx.old as Node | undefined);
       break;
     case 'pods':
       pod(e, obj as Pod, ctx.old as Pod | undefined);
@@ -88,9 +88,16 @@ function namespace(e: FieldErrors, ns: Namespace): void {
   if (ns.status?.phase) f.oneOf(e, 'status.phase', ns.status.phase, ['Active', 'Terminating']);
 }
 
-function node(e: FieldErrors, n: Node): void {
+function node(e: FieldErrors, n: Node, old: Node | undefined): void {
   const spec = n.spec ?? {};
   const cidrs = spec.podCIDRs ?? [];
+  // As kube-apiserver: pod subnets go from unset to set once, then never change (the
+  // subnet's allocation record lives as long as the Node).
+  const was = old?.spec?.podCIDRs?.length ? old.spec.podCIDRs : old?.spec?.podCIDR ? [old.spec.podCIDR] : [];
+  const now = cidrs.length ? cidrs : spec.podCIDR ? [spec.podCIDR] : [];
+  if (was.length && (now.length !== was.length || now.some((c, i) => c !== was[i]))) {
+    e.forbidden('spec.podCIDRs', 'node updates may not change podCIDR except from "" to valid');
+  }
   dualStackList(e, 'spec.podCIDRs', cidrs, (field, v) => f.cidr(e, field, v)?.family ?? 0);
   if (spec.podCIDR) {
     f.cidr(e, 'spec.podCIDR', spec.podCIDR);
