@@ -16,6 +16,13 @@
       "sources": ["src/pause.c", "src/nsutil.c"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "podnet-cni",
+      "type": "executable",
+      "sources": ["src/podnet-cni.c"],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]
 }

@@ -13,7 +13,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # ---- 1. OS packages used at run and test time
 PKGS=(
   iproute2 iptables nftables ipset conntrack kmod procps util-linux   # data plane
-  iperf3 tcpdump socat iputils-ping                                    # tests and benchmarks
+  iperf3 tcpdump socat iputils-ping curl                               # tests and benchmarks
+  podman containernetworking-plugins containerd runc conmon uidmap     # real runtimes calling podnet-cni (tests; the reference CNI plugins for the pods benchmark)
   user-mode-linux busybox-static ipvsadm                               # IPVS tests in a UML guest
   etcd-server etcd-client                                              # podnet api on etcd (tests start their own)
   python3 make g++ ca-certificates openssl                             # node-gyp, test certificates
@@ -31,8 +32,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     die "apt-get install ${missing[*]} failed"
   # Debian starts an etcd service on install; podnet's tests start their own inside
   # namespaces, so a daemon we just installed is stopped and disabled again.
-  if printf '%s\n' "${missing[@]}" | grep -qx etcd-server && command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-    systemctl disable --now etcd >/dev/null 2>&1 || true
+  # Likewise containerd: the runtime tests start their own, with a private config.
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    printf '%s\n' "${missing[@]}" | grep -qx etcd-server && { systemctl disable --now etcd >/dev/null 2>&1 || true; }
+    printf '%s\n' "${missing[@]}" | grep -qx containerd && { systemctl disable --now containerd >/dev/null 2>&1 || true; }
   fi
 fi
 command -v kubectl >/dev/null || say "note: kubectl is not installed; the kubectl tests will be skipped (podnet does not need it)"
@@ -64,8 +67,9 @@ say "compiling TypeScript"
 npx --no-install tsc -p tsconfig.json
 chmod +x dist/src/cli/main.js
 
-# ---- 6. the podnet command on PATH (root only; a symlink into this checkout)
+# ---- 6. the podnet command on PATH and the CNI plugin where runtimes look (root only)
 if [ "$(id -u)" = 0 ]; then
   ln -sfn "$ROOT/dist/src/cli/main.js" /usr/local/bin/podnet
+  install -D -m 0755 native/build/Release/podnet-cni /opt/cni/bin/podnet-cni
 fi
 say "ready: $(node dist/src/cli/main.js --version) ($ROOT)"

@@ -39,6 +39,8 @@ export interface ApiProcess {
 
 export interface ApiProcessOptions {
   port?: number;
+  /** Address to listen on (default 127.0.0.1); also put in the certificate. */
+  host?: string;
   nodes?: string[];
   extraArgs?: string[];
   /** Serve plain HTTP (kubectl will not send a token then: only for anonymous tests). */
@@ -58,8 +60,9 @@ export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess
   for (const n of opts.nodes ?? ['n1', 'n2', 'n3']) lines.push(`${nodeToken(n)},system:node:${n},uid-${n},"system:nodes"`);
   writeFileSync(tokenFile, lines.join('\n') + '\n');
   const port = opts.port ?? 6443;
-  const certs = opts.insecure ? undefined : await makeCerts();
-  const url = `${certs ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const host = opts.host ?? '127.0.0.1';
+  const certs = opts.insecure ? undefined : await makeCerts(host === '127.0.0.1' ? [] : [host]);
+  const url = `${certs ? 'https' : 'http'}://${host}:${port}`;
   const dispatcher = certs ? new Agent({ connect: { ca: certs.caPem } }) : undefined;
   const kubeconfig = join(dir, 'kubeconfig');
   const caData = certs ? Buffer.from(certs.caPem).toString('base64') : '';
@@ -79,7 +82,7 @@ export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess
   const args = [
     ...(opts.nodeArgs ?? []),
     CLI, 'api',
-    '--listen', `127.0.0.1:${port}`,
+    '--listen', `${host}:${port}`,
     '--token-auth-file', tokenFile,
     ...(certs ? ['--tls-cert-file', certs.certFile, '--tls-private-key-file', certs.keyFile] : []),
     ...(opts.etcdServers ? ['--etcd-servers', opts.etcdServers, ...(opts.etcdPrefix ? ['--etcd-prefix', opts.etcdPrefix] : [])] : ['--data-dir', dataDir]),

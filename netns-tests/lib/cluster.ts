@@ -29,6 +29,11 @@ export interface VirtualCluster {
   underlayPrefix: number;
   /** Attaches one more namespace to the underlay (an outside client, another node). */
   attach(name: string, ip: string): Promise<VNode>;
+  /**
+   * Attaches the namespace this process runs in (a test's own namespace, see
+   * insideOwnNetns) to the underlay with `ip`, so the test talks to the nodes directly.
+   */
+  attachSelf(ip: string): Promise<void>;
 }
 
 export interface ClusterOptions {
@@ -58,9 +63,20 @@ export async function buildCluster(scope: Scope, opts: ClusterOptions = {}): Pro
     setSysctl(netns, 'net.ipv6.conf.all.forwarding', '1');
     return { name, netns, nl, ip, iface: 'eth0' };
   };
+  const attachSelf = async (ip: string): Promise<void> => {
+    // Never the machine's root namespace: only a test's own one (insideOwnNetns sets this).
+    if (!process.env.PODNET_TEST_NETNS) throw new Error('attachSelf: this process is not inside a test namespace (use insideOwnNetns)');
+    port++;
+    const self = NetNS.current();
+    const nl = scope.netlink();
+    await fabricNl.links.ensure({ kind: 'veth', name: `u${port}`, mtu, master: 'br0', up: true, peer: { name: 'uplink', netns: self } });
+    self.close();
+    await nl.links.setUp('uplink');
+    await nl.addrs.ensure('uplink', `${ip}/24`);
+  };
   const nodes: VNode[] = [];
   for (let i = 1; i <= count; i++) nodes.push(await attach(`n${i}`, `198.18.${net}.${i}`));
-  return { fabric, fabricNl, nodes, underlayPrefix: 24, attach };
+  return { fabric, fabricNl, nodes, underlayPrefix: 24, attach, attachSelf };
 }
 
 export interface VPod {

@@ -4,7 +4,7 @@
  * it created, and leftovers of a crashed run can be recognised (the pid is dead) and
  * swept. Cleanup runs in tap teardown, on normal exit and on SIGINT/SIGTERM.
  */
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import type { Options as ExecaOptions } from 'execa';
 import { NetNS, Netlink } from '../../src/kernel/index.js';
@@ -100,12 +100,34 @@ export class Scope {
 
   static cleanupAllSync(): void {
     for (const s of [...Scope.live]) s.cleanupSync();
+    // Namespaces this run's processes made outside any scope (pods an agent created).
+    const mine = `${runPrefix()}-`;
+    for (const name of NetNS.list()) {
+      if (!name.startsWith(mine)) continue;
+      killProcessesIn(`/run/netns/${name}`);
+      NetNS.delete(name);
+    }
   }
 }
+
+/** The test file re-run inside a namespace by insideOwnNetns: signals go to it first. */
+let delegate: import('node:child_process').ChildProcess | undefined;
 
 process.on('exit', () => Scope.cleanupAllSync());
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
+    const child = delegate;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      // Let the test inside the namespace clean up what it made before the namespace goes.
+      const done = () => {
+        Scope.cleanupAllSync();
+        process.exit(130);
+      };
+      child.once('exit', done);
+      child.kill(sig);
+      setTimeout(done, 15_000).unref();
+      return;
+    }
     Scope.cleanupAllSync();
     process.exit(130);
   });
@@ -119,33 +141,9 @@ function killHard(pid: number): void {
   }
 }
 
-/** Inode of the network namespace a process is in, or undefined. */
-function netnsInodeOfPid(pid: number): bigint | undefined {
-  try {
-    const link = readlinkSync(`/proc/${pid}/ns/net`);
-    const m = /net:\[(\d+)\]/.exec(link);
-    return m ? BigInt(m[1]!) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** PIDs of processes whose network namespace is `ns` (processes this run started in it). */
 export function processesIn(ns: NetNS | string): number[] {
-  let ino: bigint;
-  try {
-    ino = typeof ns === 'string' ? statSync(ns, { bigint: true }).ino : ns.ino;
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const pid = Number(d);
-    if (pid === process.pid) continue;
-    if (netnsInodeOfPid(pid) === ino) out.push(pid);
-  }
-  return out;
+  return NetNS.pids(typeof ns === 'string' ? ns : ns.path);
 }
 
 function killProcessesIn(ns: NetNS | string): void {
@@ -267,10 +265,9 @@ export async function insideOwnNetns(fileUrl: string, label: string): Promise<bo
       stdio: 'inherit',
       env: { ...process.env, PODNET_TEST_NETNS: ns.name ?? '' },
     });
-    const forward = (sig: NodeJS.Signals) => child.kill(sig);
-    process.on('SIGTERM', forward);
+    delegate = child;
     child.on('exit', (c, s) => {
-      process.off('SIGTERM', forward);
+      delegate = undefined;
       resolve(c ?? (s ? 128 : 1));
     });
   });

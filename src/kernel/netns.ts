@@ -4,7 +4,7 @@
  * namespace and stays: `run(fn)` executes a synchronous function inside it and always
  * returns, which is enough to open sockets (netlink, TUN, TCP) that then live there.
  */
-import { closeSync, fstatSync, openSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PodnetError, errnoOf } from '../util/errors.js';
 import { validateNetnsName } from '../util/validate.js';
@@ -167,6 +167,33 @@ export class NetNS {
    */
   run<T>(fn: () => T): T {
     return native().runInNetns(this.fd, fn);
+  }
+
+  /**
+   * PIDs of the processes whose network namespace is the one at `path` (a name under
+   * /run/netns or any path), except the calling process. Equivalent to `ip netns pids NAME`.
+   */
+  static pids(nameOrPath: string): number[] {
+    const path = nameOrPath.includes('/') ? nameOrPath : join(NETNS_RUN_DIR, validateNetnsName(nameOrPath));
+    let ino: bigint;
+    try {
+      ino = statSync(path, { bigint: true }).ino;
+    } catch {
+      return [];
+    }
+    const want = `net:[${ino}]`;
+    const out: number[] = [];
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      const pid = Number(d);
+      if (pid === process.pid) continue;
+      try {
+        if (readlinkSync(`/proc/${pid}/ns/net`) === want) out.push(pid);
+      } catch {
+        /* gone, or not ours to read */
+      }
+    }
+    return out;
   }
 
   /** Same namespace (same inode on the nsfs), whatever the path used to open it. */

@@ -35,6 +35,18 @@ export const ErrorCodes = {
   PERMISSION: 'PODNET_PERMISSION',
   /** The running kernel lacks a feature (a link kind, a module). */
   UNSUPPORTED: 'PODNET_UNSUPPORTED',
+  /** A node subnet has no free pod address left, or a cluster CIDR no free node subnet. */
+  IPAM_EXHAUSTED: 'PODNET_IPAM_EXHAUSTED',
+  /** Another live process holds the IPAM state dir's lock; `pid` names it. */
+  IPAM_LOCKED: 'PODNET_IPAM_LOCKED',
+  /** The IPAM state records other subnets than the ones given; reconfigure explicitly. */
+  IPAM_SUBNET_MISMATCH: 'PODNET_IPAM_SUBNET_MISMATCH',
+  /** The IPAM journal is damaged in a way a crash cannot explain (not a torn last write). */
+  IPAM_CORRUPT: 'PODNET_IPAM_CORRUPT',
+  /** Writing or syncing the IPAM journal failed; the store refuses work until reopened. */
+  IPAM_IO: 'PODNET_IPAM_IO',
+  /** The IPAM store or allocator was used after close(). */
+  IPAM_CLOSED: 'PODNET_IPAM_CLOSED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

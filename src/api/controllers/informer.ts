@@ -7,6 +7,7 @@
 import type { ResourceName } from '../../client/resources.js';
 import type { KubeObject } from '../../client/types.js';
 import type { Logger } from '../../util/log.js';
+import { KeyedWorkQueue } from '../../util/workqueue.js';
 import type { Registry } from '../registry/registry.js';
 
 export interface InformerHandlers<T extends KubeObject> {
@@ -137,55 +138,9 @@ export class LocalInformer<T extends KubeObject = KubeObject> {
  * processes them, failures are retried with exponential backoff. Level-triggered:
  * the worker reads the current state, so dropping duplicate notifications is safe.
  */
-export class WorkQueue {
-  private readonly pending = new Set<string>();
-  private readonly failures = new Map<string, number>();
-  private running = false;
-  private stopped = false;
-  private idleWaiters: (() => void)[] = [];
-
-  constructor(
-    private readonly process: (key: string) => Promise<void>,
-    private readonly log: Logger,
-    private readonly name: string,
-  ) {}
-
-  add(key: string): void {
-    if (this.stopped) return;
-    this.pending.add(key);
-    if (!this.running) {
-      this.running = true;
-      setImmediate(() => void this.drain());
-    }
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.pending.clear();
-  }
-
-  /** Resolves when nothing is queued or running (tests). */
-  idle(): Promise<void> {
-    if (!this.running && !this.pending.size) return Promise.resolve();
-    return new Promise((r) => this.idleWaiters.push(r));
-  }
-
-  private async drain(): Promise<void> {
-    while (this.pending.size && !this.stopped) {
-      const key = this.pending.values().next().value as string;
-      this.pending.delete(key);
-      try {
-        await this.process(key);
-        this.failures.delete(key);
-      } catch (e) {
-        const n = (this.failures.get(key) ?? 0) + 1;
-        this.failures.set(key, n);
-        const delay = Math.min(30_000, 50 * 2 ** Math.min(n, 10));
-        this.log.warn({ controller: this.name, key, attempt: n, retryInMs: delay, err: e instanceof Error ? e.message : String(e) }, 'sync failed; will retry');
-        setTimeout(() => this.add(key), delay).unref();
-      }
-    }
-    this.running = false;
-    for (const w of this.idleWaiters.splice(0)) w();
+/** The controllers' queue: one key at a time (see util/workqueue). */
+export class WorkQueue extends KeyedWorkQueue {
+  constructor(process: (key: string) => Promise<void>, log: Logger, name: string) {
+    super({ process, log, name });
   }
 }

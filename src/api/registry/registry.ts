@@ -437,11 +437,23 @@ export class Registry {
   /** Marks a namespace Terminating and deletes everything in it. */
   private async terminateNamespace(ns: Namespace): Promise<void> {
     const name = ns.metadata.name!;
-    if (ns.status?.phase !== 'Terminating') {
+    // Terminating, with the deletion timestamp that only the server sets (so no client can
+    // make a namespace terminate by writing its status).
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      const key = objectKey('namespaces', undefined, name);
+      const kv = await this.read(() => this.store.get(key));
+      if (!kv) return;
+      const cur = decodeObject('namespaces', kv.value, kv.modRevision) as Namespace;
+      if (cur.status?.phase === 'Terminating' && cur.metadata.deletionTimestamp) break;
+      const next = clone(cur);
+      next.metadata.deletionTimestamp ??= now(this.clock);
+      next.status = { ...next.status, phase: 'Terminating' };
       try {
-        await this.update('namespaces', undefined, name, { ...ns, status: { phase: 'Terminating' } }, { subresource: 'status' });
+        await this.write(() => this.store.update(key, encode(next), kv.modRevision));
+        break;
       } catch (e) {
-        if (!(e instanceof ApiStatusError && e.reason === 'NotFound')) throw e;
+        if (isStoreError(e, 'NotFound')) return;
+        if (!isStoreError(e, 'Conflict')) throw e;
       }
     }
     for (const r of Object.keys(RESOURCES) as ResourceName[]) {

@@ -454,6 +454,38 @@ describe('watch of one object', () => {
   });
 });
 
+describe('TokenReview', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await Harness.start();
+  });
+  afterAll(async () => {
+    await h.stop();
+  });
+  const review = (who: Who, token: unknown) => h.call(who, 'POST', '/apis/authentication.k8s.io/v1/tokenreviews', { body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } } });
+
+  it('a node asks who a token belongs to (as a kubelet does for its own endpoint)', async () => {
+    const r = await review('n1', TOKENS.admin);
+    expect(r.status, r.text).toBe(201);
+    expect(JSON.parse(r.text)).toMatchObject({ kind: 'TokenReview', status: { authenticated: true, user: { username: 'admin', uid: '1', groups: expect.arrayContaining(['system:masters']) } } });
+    const n2 = JSON.parse((await review('admin', TOKENS.n2)).text) as { status: { user: { username: string; groups: string[] } } };
+    expect(n2.status.user).toMatchObject({ username: 'system:node:n2', groups: expect.arrayContaining(['system:nodes']) });
+  });
+
+  it('an unknown token is reviewed as not authenticated', async () => {
+    const r = await review('n1', 'no-such-token');
+    expect(r.status).toBe(201);
+    expect(JSON.parse(r.text)).toMatchObject({ status: { authenticated: false } });
+  });
+
+  it('only admins and nodes may review; a missing token field is 422; no caller is 401', async () => {
+    expect((await review('alice', TOKENS.admin)).status).toBe(403);
+    expect((await review('n1', '')).status).toBe(422);
+    expect((await review('none', TOKENS.admin)).status).toBe(401);
+    expect((await h.call('admin', 'GET', '/apis/authentication.k8s.io/v1/tokenreviews')).status).toBe(405);
+  });
+});
+
 describe('authentication without a token file', () => {
   let h: Harness;
   beforeAll(async () => {

@@ -97,6 +97,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOp
     res.end(body);
     return;
   }
+  if (path === TOKEN_REVIEW_PATH) return tokenReview(req, res, user, opts, maxBody);
   if (path === '/openapi/v3') return sendJson(res, 200, openapiRoot());
   if (path.startsWith('/openapi/v3/')) {
     const doc = openapiFor(path.slice('/openapi/v3/'.length));
@@ -132,6 +133,31 @@ function requestURL(target: string | undefined): URL {
   } catch {
     throw errors.badRequest(`the request target ${JSON.stringify(target)} is not a valid URL`);
   }
+}
+
+const TOKEN_REVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
+
+/**
+ * TokenReview (`authentication.k8s.io/v1`, create only, nothing stored), as kubelets use
+ * it to authenticate callers of their own endpoints: agents ask the API who a bearer
+ * token belongs to. Admins and nodes may ask.
+ */
+async function tokenReview(req: IncomingMessage, res: ServerResponse, user: User, opts: HandlerOptions, maxBody: number): Promise<void> {
+  if (req.method !== 'POST') throw errors.methodNotAllowed(req.method ?? '', TOKEN_REVIEW_PATH);
+  if (!user.groups.includes('system:masters') && !user.groups.includes('system:nodes')) {
+    throw errors.forbidden(user.name, 'create', { group: 'authentication.k8s.io', resource: 'tokenreviews' }, undefined, 'only administrators and nodes may review tokens');
+  }
+  const body = await readBody(req, maxBody, 'create');
+  const spec = (body as { spec?: { token?: unknown } } | undefined)?.spec;
+  if (!spec || typeof spec.token !== 'string' || !spec.token) throw errors.invalid('TokenReview', 'authentication.k8s.io', '', [{ field: 'spec.token', reason: 'FieldValueRequired', message: 'Required value' }]);
+  const who = opts.tokens?.authenticate(spec.token);
+  sendJson(res, 201, {
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenReview',
+    metadata: {},
+    spec: { token: spec.token },
+    status: who ? { authenticated: true, user: { username: who.name, uid: who.uid, groups: who.groups } } : { authenticated: false, error: 'invalid bearer token' },
+  });
 }
 
 function authenticate(req: IncomingMessage, opts: HandlerOptions): User {

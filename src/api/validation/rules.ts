@@ -86,6 +86,8 @@ function dualStackList(e: FieldErrors, field: string, values: string[], parse: (
 function namespace(e: FieldErrors, ns: Namespace): void {
   for (const [i, fin] of (ns.spec?.finalizers ?? []).entries()) f.qualifiedName(e, `spec.finalizers[${i}]`, fin);
   if (ns.status?.phase) f.oneOf(e, 'status.phase', ns.status.phase, ['Active', 'Terminating']);
+  // As kube-apiserver: only a namespace being deleted (the server set its deletionTimestamp) terminates.
+  if (ns.status?.phase === 'Terminating' && !ns.metadata.deletionTimestamp) e.invalid('status.phase', 'Terminating', 'a namespace may only be in active status if it does not have a deletion timestamp');
 }
 
 function node(e: FieldErrors, n: Node, old: Node | undefined): void {

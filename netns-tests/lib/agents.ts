@@ -1,0 +1,113 @@
+/**
+ * Runs `podnet agent` as a real process inside a node namespace of a virtual cluster
+ * (nsenter --net), against a `podnet api` on the underlay, with a node token. State dir
+ * and CNI socket in a temp dir per node; pod namespaces named `pnt-<pid>-<node>-...` so
+ * the harness sweeps them after a crash. Stopped by PID (kill -9 for crash tests).
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { NetNS } from '../../src/kernel/index.js';
+import type { ApiProcess } from './api.js';
+import { nodeToken } from './api.js';
+import type { VNode } from './cluster.js';
+import { runPrefix } from './harness.js';
+import type { Scope } from './harness.js';
+
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+export interface AgentProcess {
+  node: VNode;
+  stateDir: string;
+  netnsPrefix: string;
+  cniSocket: string;
+  proc: ChildProcess;
+  /** Ends the agent (SIGTERM, or SIGKILL for a crash) and waits for it to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again with the same options (after kill). */
+  restart(): Promise<void>;
+  logs(): string;
+  /** The pod namespace name of NAMESPACE/NAME on this node (what `podnet pod netns` prints). */
+  netnsOf(namespace: string, name: string): Promise<string>;
+}
+
+export interface AgentOptions {
+  clusterCidr?: string;
+  clusterCidrV6?: string;
+  backend?: string;
+  extraArgs?: string[];
+}
+
+export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opts: AgentOptions = {}): Promise<AgentProcess> {
+  const dir = mkdtempSync(join(tmpdir(), `pnt-agent-${node.name}-`));
+  const stateDir = join(dir, 'state');
+  const netnsPrefix = `${runPrefix()}-${node.name}-`;
+  const cniSocket = join(dir, 'cni.sock');
+  const args = [
+    CLI, 'agent',
+    '--server', api.url,
+    '--token', nodeToken(node.name),
+    ...(api.certs ? ['--ca-file', api.certs.caFile] : []),
+    '--node-name', node.name,
+    '--node-ip', node.ip,
+    '--cluster-cidr', opts.clusterCidr ?? '10.244.0.0/16',
+    ...(opts.clusterCidrV6 ? ['--cluster-cidr-v6', opts.clusterCidrV6] : []),
+    '--state-dir', stateDir,
+    '--netns-prefix', netnsPrefix,
+    '--cni-socket', cniSocket,
+    '--backend', opts.backend ?? 'host-gw',
+    '--resync-period', '5s',
+    ...(opts.extraArgs ?? []),
+  ];
+  let out = '';
+  const agent: AgentProcess = {
+    node,
+    stateDir,
+    netnsPrefix,
+    cniSocket,
+    proc: undefined as unknown as ChildProcess,
+    async kill(signal: NodeJS.Signals = 'SIGTERM') {
+      const p = agent.proc;
+      if (p.exitCode !== null || p.signalCode !== null) return;
+      const exited = new Promise<void>((r) => p.once('exit', () => r()));
+      p.kill(signal);
+      await exited;
+    },
+    async restart() {
+      const p = spawn('nsenter', ['--net=' + node.netns.path, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PODNET_LOG_LEVEL: process.env.PODNET_LOG_LEVEL ?? 'info' } });
+      agent.proc = p;
+      scope.own(p.pid!);
+      p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    },
+    logs: () => out,
+    async netnsOf(namespace: string, name: string) {
+      const r = await execa('nsenter', ['--net=' + node.netns.path, '--', process.execPath, CLI, 'pod', 'netns', `${namespace}/${name}`, '--state-dir', stateDir]);
+      return String(r.stdout).trim();
+    },
+  };
+  await agent.restart();
+  scope.defer(async () => {
+    await agent.kill('SIGKILL');
+    // What the agent made on its node: sandboxes (pause processes), links, rules, state.
+    await execa('nsenter', ['--net=' + node.netns.path, '--', process.execPath, CLI, 'cleanup', '--node-name', node.name, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], { reject: false });
+    for (const n of NetNS.list()) if (n.startsWith(netnsPrefix)) removeNetnsHard(n);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return agent;
+}
+
+function removeNetnsHard(name: string): void {
+  for (const pid of NetNS.pids(name)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  NetNS.delete(name);
+}

@@ -1,0 +1,41 @@
+/**
+ * Egress masquerade: traffic from pods to destinations outside the cluster CIDR leaves
+ * with the node's address (SNAT by masquerade on the way out); pod-to-pod traffic, and
+ * multicast, never. A small ruleset in podnet's own nft table, one base chain
+ * `egress-masquerade` at postrouting: planned here (pure), applied in one transaction.
+ *
+ *   table ip podnet {
+ *     chain egress-masquerade {
+ *       type nat hook postrouting priority srcnat; policy accept;
+ *       ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade
+ *     }
+ *   }
+ */
+import { nftApply } from '../kernel/nft.js';
+import type { Cidr } from '../util/ipnet.js';
+
+export const NFT_TABLE = 'podnet';
+export const MASQ_CHAIN = 'egress-masquerade';
+
+/** The nft script that makes the egress chain exactly this (or removes it when disabled). */
+export function planMasquerade(clusterCIDRs: Cidr[], enabled: boolean): string {
+  const out: string[] = [];
+  for (const fam of [4, 6] as const) {
+    const t = fam === 4 ? 'ip' : 'ip6';
+    const cidr = clusterCIDRs.find((c) => c.family === fam);
+    out.push(`add table ${t} ${NFT_TABLE}`);
+    out.push(`add chain ${t} ${NFT_TABLE} ${MASQ_CHAIN} { type nat hook postrouting priority srcnat; policy accept; }`);
+    if (!enabled || !cidr) {
+      out.push(`delete chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
+      continue;
+    }
+    out.push(`flush chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
+    const mcast = fam === 4 ? '224.0.0.0/4' : 'ff00::/8';
+    out.push(`add rule ${t} ${NFT_TABLE} ${MASQ_CHAIN} ${t} saddr ${cidr} ${t} daddr != ${cidr} ${t} daddr != ${mcast} masquerade comment "podnet: pod egress leaves with the node address"`);
+  }
+  return out.join('\n') + '\n';
+}
+
+export async function applyMasquerade(clusterCIDRs: Cidr[], enabled: boolean): Promise<void> {
+  await nftApply(planMasquerade(clusterCIDRs, enabled), enabled ? 'installing the egress masquerade rules' : 'removing the egress masquerade rules');
+}
