@@ -4,14 +4,13 @@
 // bridge, `podnet pod netns` names their namespace, and deleting a pod removes its
 // sandbox, pause process, veth and addresses.
 import t from 'tap';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { NetNS, Netlink } from '../src/kernel/index.js';
 import { Cidr } from '../src/util/ipnet.js';
 import type { Node, Pod } from '../src/client/types.js';
-import { Scope, insideOwnNetns, skipReason, waitFor } from './lib/harness.js';
+import { Scope, insideOwnNetns, skipReason, waitFor, testTempDir } from './lib/harness.js';
 import { buildCluster } from './lib/cluster.js';
 import { startApi } from './lib/api.js';
 import { startAgent } from './lib/agents.js';
@@ -29,7 +28,7 @@ if (skip) {
   await cluster.attachSelf('198.18.0.100');
   const api = await startApi({ host: '198.18.0.100', nodes: ['n1', 'n2', 'n3'] });
   scope.defer(() => api.cleanup());
-  const cache = mkdtempSync(join(tmpdir(), 'pnt-kcache-'));
+  const cache = testTempDir('kcache');
   scope.defer(() => rmSync(cache, { recursive: true, force: true }));
   const kubectl = async (...args: string[]) => {
     const r = await execa('kubectl', ['--kubeconfig', api.kubeconfig, '--cache-dir', cache, ...args], { reject: false, timeout: 30_000 });
@@ -70,7 +69,7 @@ spec:
   nodeName: ${node}
   containers: [{name: c, image: podnet/demo}]
 `;
-  const dir = mkdtempSync(join(tmpdir(), 'pnt-manifests-'));
+  const dir = testTempDir('manifests');
   scope.defer(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'pods.yaml');
   writeFileSync(file, ['a1:n1', 'a2:n1', 'b1:n2'].map((x) => manifest(x.split(':')[0]!, x.split(':')[1]!)).join('---\n'));

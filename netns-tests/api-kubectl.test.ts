@@ -3,11 +3,10 @@
 // get --watch seeing an update, endpointslices, delete.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { insideOwnNetns, skipReason, waitFor } from './lib/harness.js';
+import { insideOwnNetns, skipReason, waitFor, testTempDir } from './lib/harness.js';
 import { startApi } from './lib/api.js';
 
 const kubectlMissing = await execa('kubectl', ['version', '--client'], { reject: false }).then((r) => (r.exitCode === 0 ? undefined : 'kubectl is not installed'), () => 'kubectl is not installed');
@@ -19,7 +18,7 @@ if (skip) {
   await (async () => {
     const api = await startApi();
     t.teardown(() => api.cleanup());
-    const cache = mkdtempSync(join(tmpdir(), 'pnt-kcache-'));
+    const cache = testTempDir('kcache');
     t.teardown(() => rmSync(cache, { recursive: true, force: true }));
     const kubectl = (...args: string[]) => execa('kubectl', ['--kubeconfig', api.kubeconfig, '--cache-dir', cache, ...args], { reject: false, timeout: 30_000 });
     const ok = async (...args: string[]) => {
@@ -60,7 +59,7 @@ status:
   addresses: [{type: InternalIP, address: 198.18.0.1}]
   conditions: [{type: Ready, status: "True", reason: KubeletReady, message: ready}]
 `;
-    const dir = mkdtempSync(join(tmpdir(), 'pnt-manifests-'));
+    const dir = testTempDir('manifests');
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'app.yaml');
     writeFileSync(file, manifest(80));

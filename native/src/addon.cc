@@ -8,6 +8,15 @@
 //  deleteNetns(path)      ip netns delete: lazy unmount + unlink
 //  openTun(name, persist) open /dev/net/tun and TUNSETIFF (IFF_TUN | IFF_NO_PI) -> {fd, name}
 //  nsType(fd)             ioctl(NS_GET_NSTYPE): the CLONE_NEW* type of a namespace fd (0x40000000 = net)
+//  spawnDetached(path, argv) posix_spawn (vfork-fast, unlike a fork of this big process) of a
+//                         program in a new session with stdin /dev/null and stdout+stderr on a
+//                         pipe -> {pid, fd}: the read end, for its "ready" line and errors
+//  deleteLinkAsync(nsPath, name) -> Promise<boolean>: RTM_DELLINK of NAME inside the namespace
+//                         at nsPath, on a libuv worker thread (the kernel waits for an RCU grace
+//                         period, ~16 ms, inside sendmsg: done on the event loop it would stall it).
+//                         false when the link (or the namespace) is already gone
+//  reap(pid)              waitpid(pid, WNOHANG): true once a child spawned so has been reaped
+//                         (or is not our child); libuv only reaps what it spawned itself
 //
 // Errors are thrown as Error objects with `code` (errno name), `errno`, `syscall`, `path`.
 #include <napi.h>
@@ -23,9 +32,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <spawn.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <string>
+#include <vector>
+
+extern char** environ;
 
 #include "nsutil.h"
 
@@ -146,7 +164,165 @@ Napi::Value NsType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), t);
 }
 
+Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "path");
+  if (info.Length() < 2 || !info[1].IsArray()) throw Napi::TypeError::New(env, "argv must be an array of strings");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<std::string> args;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsString()) throw Napi::TypeError::New(env, "argv must be an array of strings");
+    args.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) throw ErrnoError(env, errno, "pipe2", "");
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  // dup2 onto 1 and 2 clears close-on-exec there; the pipe's own descriptors close on exec.
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, path.c_str(), &fa, &at, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  close(p[1]);
+  if (rc != 0) {
+    close(p[0]);
+    throw ErrnoError(env, rc, "posix_spawn", path);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("pid", Napi::Number::New(env, pid));
+  out.Set("fd", Napi::Number::New(env, p[0]));
+  return out;
+}
+
+// RTM_DELLINK by name over a fresh NETLINK_ROUTE socket in the calling thread's netns.
+// Returns 0, or -errno (-ENODEV: no such link).
+int DeleteLinkHere(const std::string& name) {
+  int sk = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (sk < 0) return -errno;
+  struct {
+    struct nlmsghdr nh;
+    struct ifinfomsg ifi;
+    char attrs[64];
+  } req;
+  memset(&req, 0, sizeof(req));
+  req.nh.nlmsg_type = RTM_DELLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.nh.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  struct rtattr* rta = reinterpret_cast<struct rtattr*>(req.attrs);
+  rta->rta_type = IFLA_IFNAME;
+  rta->rta_len = RTA_LENGTH(name.size() + 1);
+  memcpy(RTA_DATA(rta), name.c_str(), name.size() + 1);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)) + RTA_ALIGN(rta->rta_len);
+  int rc = 0;
+  if (send(sk, &req, req.nh.nlmsg_len, 0) < 0) {
+    rc = -errno;
+  } else {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = recv(sk, buf, sizeof(buf), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        rc = -errno;
+        break;
+      }
+      struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf);
+      if (NLMSG_OK(h, static_cast<unsigned>(n)) && h->nlmsg_type == NLMSG_ERROR) {
+        struct nlmsgerr* e = reinterpret_cast<struct nlmsgerr*>(NLMSG_DATA(h));
+        rc = e->error;
+        break;
+      }
+    }
+  }
+  close(sk);
+  return rc;
+}
+
+class DeleteLinkWorker : public Napi::AsyncWorker {
+ public:
+  DeleteLinkWorker(Napi::Env env, std::string nsPath, std::string name)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), nsPath_(std::move(nsPath)), name_(std::move(name)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int target = open(nsPath_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+      err_ = errno;
+      return;
+    }
+    int orig = pn_open_thread_netns();
+    if (orig < 0) {
+      err_ = -orig;
+      close(target);
+      return;
+    }
+    if (setns(target, CLONE_NEWNET) < 0) {
+      err_ = errno;
+      close(orig);
+      close(target);
+      return;
+    }
+    close(target);
+    rc_ = DeleteLinkHere(name_);
+    // A pool thread that cannot go home would run other work in the wrong namespace.
+    ReturnHome(orig);
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ == ENOENT) return deferred_.Resolve(Napi::Boolean::New(env, false));
+    if (err_) return deferred_.Reject(ErrnoError(env, err_, "setns", nsPath_).Value());
+    if (rc_ == -ENODEV) return deferred_.Resolve(Napi::Boolean::New(env, false));
+    if (rc_ < 0) return deferred_.Reject(ErrnoError(env, -rc_, "RTM_DELLINK", name_).Value());
+    deferred_.Resolve(Napi::Boolean::New(env, true));
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string nsPath_;
+  std::string name_;
+  int err_ = 0;
+  int rc_ = 0;
+};
+
+Napi::Value DeleteLinkAsync(const Napi::CallbackInfo& info) {
+  std::string nsPath = StringArg(info, 0, "nsPath");
+  std::string name = StringArg(info, 1, "name");
+  if (name.empty() || name.size() >= IFNAMSIZ) throw Napi::TypeError::New(info.Env(), "link name must be 1-15 characters");
+  auto* w = new DeleteLinkWorker(info.Env(), nsPath, name);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Reap(const Napi::CallbackInfo& info) {
+  int pid = IntArg(info, 0, "pid");
+  int st = 0;
+  pid_t r = waitpid(pid, &st, WNOHANG);
+  if (r < 0 && errno != ECHILD) throw ErrnoError(info.Env(), errno, "waitpid", "");
+  return Napi::Boolean::New(info.Env(), r != 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached, "spawnDetached"));
+  exports.Set("reap", Napi::Function::New(env, Reap, "reap"));
+  exports.Set("deleteLinkAsync", Napi::Function::New(env, DeleteLinkAsync, "deleteLinkAsync"));
   exports.Set("runInNetns", Napi::Function::New(env, RunInNetns, "runInNetns"));
   exports.Set("prepareNetnsDir", Napi::Function::New(env, PrepareNetnsDir, "prepareNetnsDir"));
   exports.Set("createNetns", Napi::Function::New(env, CreateNetns, "createNetns"));

@@ -6,8 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -15,7 +14,7 @@ import { NetNS } from '../../src/kernel/index.js';
 import type { ApiProcess } from './api.js';
 import { nodeToken } from './api.js';
 import type { VNode } from './cluster.js';
-import { runPrefix } from './harness.js';
+import { runPrefix, testTempDir } from './harness.js';
 import type { Scope } from './harness.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -43,7 +42,7 @@ export interface AgentOptions {
 }
 
 export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opts: AgentOptions = {}): Promise<AgentProcess> {
-  const dir = mkdtempSync(join(tmpdir(), `pnt-agent-${node.name}-`));
+  const dir = testTempDir(`agent-${node.name}`);
   const stateDir = join(dir, 'state');
   const netnsPrefix = `${runPrefix()}-${node.name}-`;
   const cniSocket = join(dir, 'cni.sock');

@@ -5,12 +5,12 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { makeCerts } from './certs.js';
+import { testTempDir } from './harness.js';
 import type { TestCerts } from './certs.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -53,7 +53,7 @@ export interface ApiProcessOptions {
 }
 
 export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess> {
-  const dir = mkdtempSync(join(tmpdir(), 'pnt-api-'));
+  const dir = testTempDir('api');
   const dataDir = join(dir, 'data');
   const tokenFile = join(dir, 'tokens.csv');
   const lines = [`${ADMIN_TOKEN},admin,uid-admin,"system:masters"`];

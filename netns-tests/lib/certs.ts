@@ -2,10 +2,10 @@
  * A throw-away CA and a server certificate (SAN 127.0.0.1, ::1, localhost and extra
  * names), made with openssl, for tests that serve HTTPS.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { testTempDir } from './harness.js';
 
 export interface TestCerts {
   dir: string;
@@ -17,7 +17,7 @@ export interface TestCerts {
 }
 
 export async function makeCerts(extraSans: string[] = []): Promise<TestCerts> {
-  const dir = mkdtempSync(join(tmpdir(), 'pnt-certs-'));
+  const dir = testTempDir('certs');
   const p = (f: string) => join(dir, f);
   const ossl = (...args: string[]) => execa('openssl', args, { cwd: dir });
   await ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '2', '-subj', '/CN=podnet-test-ca');

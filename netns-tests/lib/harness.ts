@@ -4,7 +4,9 @@
  * it created, and leftovers of a crashed run can be recognised (the pid is dead) and
  * swept. Cleanup runs in tap teardown, on normal exit and on SIGINT/SIGTERM.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Options as ExecaOptions } from 'execa';
 import { NetNS, Netlink } from '../../src/kernel/index.js';
@@ -151,6 +153,14 @@ function killProcessesIn(ns: NetNS | string): void {
 }
 
 /**
+ * A temp dir for this run, `<tmpdir>/pnt-<pid>-<label>-XXXXXX`: removed by whoever made it,
+ * or by the sweeper once the pid is dead.
+ */
+export function testTempDir(label: string): string {
+  return mkdtempSync(join(tmpdir(), `${runPrefix()}-${label}-`));
+}
+
+/**
  * Removes namespaces left by crashed runs: names `pnt-<pid>-…` / `pnb-<pid>-…` whose pid is
  * no longer alive. Processes still running inside them (servers, pause) are killed first:
  * they were started by those runs. Returns the names removed.
@@ -165,6 +175,11 @@ export function sweepLeftovers(): string[] {
     killProcessesIn(`/run/netns/${name}`);
     NetNS.delete(name);
     removed.push(name);
+  }
+  for (const f of readdirSync(tmpdir())) {
+    const m = /^(pnt|pnb)-(\d+)-/.exec(f);
+    if (!m || Number(m[2]) === process.pid || alive(Number(m[2]))) continue;
+    rmSync(join(tmpdir(), f), { recursive: true, force: true });
   }
   return removed;
 }

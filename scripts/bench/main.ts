@@ -5,6 +5,7 @@
 const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void> }>> = {
   kernel: () => import('./kernel.js'),
   api: () => import('./api.js'),
+  pods: () => import('./pods.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

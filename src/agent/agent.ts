@@ -22,7 +22,7 @@ import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
 import { applyMasquerade } from './masquerade.js';
-import { writeAgentSettings } from './cleanup.js';
+import { writeAgentSettings } from './settings.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeRegistration } from './node.js';
 import { PodReconciler } from './pods.js';
@@ -90,7 +90,10 @@ export class Agent {
       const cni = new AgentCniHandler({ host, net, records, ipam, log: log.child({ component: 'cni' }), metrics: this.metrics, ready: () => this.ready });
       const cniServer = new CniServer({ socketPath: cfg.cniSocket, handler: cni, log: log.child({ component: 'cni' }) });
       await cniServer.listen();
-      closers.push(() => cniServer.close());
+      closers.push(async () => {
+        await cniServer.close();
+        await cni.settled();
+      });
       const reconciler = new PodReconciler({
         client,
         nodeName: cfg.nodeName,

@@ -6,8 +6,7 @@
  * The API objects (the Node and its subnet) are left alone: the next agent reuses them,
  * or an administrator deletes the Node.
  */
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { NETNS_RUN_DIR, Netlink } from '../kernel/index.js';
 import { nftDeleteTable } from '../kernel/nft.js';
 import { FileStore } from '../ipam/index.js';
@@ -17,27 +16,8 @@ import { BRIDGE, destroySandbox } from '../pods/sandbox.js';
 import { formatError, isPodnetError, ErrorCodes } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { NFT_TABLE } from './masquerade.js';
+import { readAgentSettings } from './settings.js';
 import { removeNetns } from './pods.js';
-
-const SETTINGS = 'agent.json';
-
-/** What cleanup must know of the agent that used a state dir (written by the agent at start). */
-export interface AgentSettings {
-  nodeName: string;
-  netnsPrefix: string;
-}
-
-export function writeAgentSettings(stateDir: string, s: AgentSettings): void {
-  writeFileSync(join(stateDir, SETTINGS), JSON.stringify(s), { mode: 0o600 });
-}
-
-export function readAgentSettings(stateDir: string): AgentSettings | undefined {
-  try {
-    return JSON.parse(readFileSync(join(stateDir, SETTINGS), 'utf8')) as AgentSettings;
-  } catch {
-    return undefined;
-  }
-}
 
 export interface CleanupReport {
   sandboxes: number;

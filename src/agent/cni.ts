@@ -71,13 +71,27 @@ export class AgentCniHandler implements CniHandler {
     });
   }
 
+  /**
+   * Forgets the attachment at once and removes its interface right after answering:
+   * deleting a link waits for an RCU grace period (~16-20 ms here), which the runtime
+   * need not wait for. The address is released only once the interface is gone, and any
+   * later call for the same attachment waits for it (one chain per attachment).
+   */
   async del(req: CniDelRequest): Promise<void> {
     const { containerId, ifname } = req.attachment;
     const owner = cniOwnerId(containerId, ifname);
     await this.exclusive(owner, 'del', async () => {
       const rec = this.d.records.get(owner);
-      if (rec) await this.remove(rec);
-      else await this.d.ipam.release(owner); // an ADD interrupted before its record
+      if (!rec) {
+        await this.d.ipam.release(owner); // an ADD interrupted before its record
+        return;
+      }
+      this.d.records.remove(owner);
+      this.background(owner, async () => {
+        await destroySandbox(this.d.host, rec);
+        await this.d.ipam.release(owner);
+        this.d.log.info({ container: rec.containerId, ifname: rec.ifname }, 'cni attachment removed');
+      });
     });
   }
 
@@ -138,6 +152,36 @@ export class AgentCniHandler implements CniHandler {
     };
   }
 
+  /** Queues `fn` after the attachment's current operation; the attachment stays busy until it is done. */
+  private background(owner: string, fn: () => Promise<void>): void {
+    const prev = this.chains.get(owner) ?? Promise.resolve();
+    const run = prev.catch(() => undefined).then(async () => {
+      this.busy.add(owner);
+      try {
+        await fn();
+      } catch (e) {
+        this.d.log.warn({ owner, err: e instanceof Error ? e.message : String(e) }, 'removing a cni attachment failed; the next garbage collection retries');
+      } finally {
+        this.busy.delete(owner);
+      }
+    });
+    this.chain(owner, run);
+  }
+
+  private chain(owner: string, run: Promise<unknown>): void {
+    this.chains.set(owner, run);
+    void run
+      .finally(() => {
+        if (this.chains.get(owner) === run) this.chains.delete(owner);
+      })
+      .catch(() => undefined);
+  }
+
+  /** Resolves when every attachment's pending work is done (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
+  }
+
   /** One operation per attachment at a time (a runtime may retry while the first call runs). */
   private readonly chains = new Map<string, Promise<unknown>>();
   private async exclusive<T>(owner: string, op: string, fn: () => Promise<T>): Promise<T> {
@@ -155,10 +199,7 @@ export class AgentCniHandler implements CniHandler {
         this.busy.delete(owner);
       }
     });
-    this.chains.set(owner, run);
-    void run.finally(() => {
-      if (this.chains.get(owner) === run) this.chains.delete(owner);
-    }).catch(() => undefined);
+    this.chain(owner, run);
     return run;
   }
 }

@@ -45,7 +45,7 @@ export class NodeRegistration {
   private transitionAt = time();
 
   constructor(
-    private readonly client: KubeClient,
+    client: KubeClient,
     private readonly id: NodeIdentity,
     private readonly log: Logger,
   ) {

@@ -19,7 +19,7 @@ import { NETNS_RUN_DIR, NetNS } from '../kernel/index.js';
 import type { Netlink } from '../kernel/index.js';
 import { podNetnsName, hostVethName } from '../pods/names.js';
 import type { SandboxRecord, SandboxRecords } from '../pods/records.js';
-import { createSandbox, destroySandbox, ensureSandbox } from '../pods/sandbox.js';
+import { createSandbox, destroySandbox, ensureSandbox, pauseAlive } from '../pods/sandbox.js';
 import type { NodeNetwork } from '../pods/sandbox.js';
 import type { IpamAllocator } from '../ipam/index.js';
 import { formatError } from '../util/errors.js';
@@ -53,6 +53,8 @@ export class PodReconciler {
   readonly informer: Informer<Pod>;
   private readonly queue: KeyedWorkQueue;
   private readonly inflight = new Set<string>();
+  /** Keys whose next sync checks the kernel state in full (resync, adoption); others only check pause. */
+  private readonly deep = new Set<string>();
   private synced = false;
 
   constructor(private readonly o: PodReconcilerOptions) {
@@ -100,10 +102,15 @@ export class PodReconciler {
     await informer;
   }
 
-  /** Queues every known pod and recorded sandbox. */
+  /** Queues every known pod and recorded sandbox for a full check against the kernel. */
   resync(): void {
-    for (const p of this.informer.list()) this.queue.add(podKey(p.metadata.namespace ?? '', p.metadata.name ?? ''));
-    for (const r of this.o.records.list()) if (r.kind === 'pod' && r.namespace && r.name) this.queue.add(podKey(r.namespace, r.name));
+    const keys = new Set<string>();
+    for (const p of this.informer.list()) keys.add(podKey(p.metadata.namespace ?? '', p.metadata.name ?? ''));
+    for (const r of this.o.records.list()) if (r.kind === 'pod' && r.namespace && r.name) keys.add(podKey(r.namespace, r.name));
+    for (const k of keys) {
+      this.deep.add(k);
+      this.queue.add(k);
+    }
   }
 
   /** Waits until no sync is queued or running (tests, benchmarks). */
@@ -134,8 +141,11 @@ export class PodReconciler {
         await this.teardown(rec, 'pod was recreated');
         rec = undefined;
       }
+      const deep = this.deep.delete(key);
       if (rec) {
-        const health = await ensureSandbox(this.o.host, this.o.net, rec);
+        // Pod updates (status writes, labels) need no kernel work: only a resync re-reads
+        // links, addresses and routes; a dead pause is noticed either way.
+        const health = deep ? await ensureSandbox(this.o.host, this.o.net, rec) : pauseAlive(rec) ? 'ok' : 'gone';
         if (health === 'repaired') this.o.log.info({ pod: key }, 'repaired the pod sandbox');
         if (health === 'gone') {
           this.o.log.warn({ pod: key }, 'the pod sandbox is gone; making it again');
@@ -144,7 +154,14 @@ export class PodReconciler {
           rec = undefined;
         }
       }
-      rec ??= await this.create(pod);
+      if (!rec) {
+        try {
+          rec = await this.create(pod);
+        } catch (e) {
+          await this.reportFailure(pod, e);
+          throw e;
+        }
+      }
       await this.reportStatus(pod, rec.addresses.map((a) => a.slice(0, a.indexOf('/'))));
     } finally {
       if (uid) this.inflight.delete(uid);
@@ -159,8 +176,7 @@ export class PodReconciler {
     const netnsName = podNetnsName(this.o.netnsPrefix, ns, name);
     // A namespace by this name without a record: left by a crash mid-creation.
     if (existsSync(join(NETNS_RUN_DIR, netnsName))) removeNetns(netnsName);
-    const { addresses } = await this.o.ipam.allocate({ id: uid, namespace: ns, name, netns: join(NETNS_RUN_DIR, netnsName), ifname: 'eth0' });
-    const ips = addresses.map((a) => a.ip);
+    const allocation = this.o.ipam.allocate({ id: uid, namespace: ns, name, netns: join(NETNS_RUN_DIR, netnsName), ifname: 'eth0' });
     try {
       const rec = await createSandbox(this.o.host, this.o.net, {
         owner: uid,
@@ -172,15 +188,15 @@ export class PodReconciler {
         hostname: (pod.spec?.hostname ?? name).slice(0, 63),
         hostVeth: hostVethName(uid),
         ifname: 'eth0',
-        addresses: addresses.map((a) => `${a.ip}/${a.prefix}`),
-        gateways: addresses.map((a) => a.gateway),
+        addressing: allocation.then(({ addresses }) => ({ addresses: addresses.map((a) => `${a.ip}/${a.prefix}`), gateways: addresses.map((a) => a.gateway) })),
         mtu: this.o.net.mtu,
       });
+      const ips = rec.addresses.map((a) => a.slice(0, a.indexOf('/')));
       this.o.records.save(rec);
       const s = (performance.now() - t0) / 1000;
       this.o.metrics.sandboxSetup.observe(s);
       this.o.metrics.sandboxOps.inc({ op: 'create', result: 'ok' });
-      this.o.log.info({ pod: `${ns}/${name}`, netns: netnsName, ips, ms: Math.round(s * 1000) }, 'pod sandbox ready');
+      this.o.log.info({ pod: `${ns}/${name}`, netns: netnsName, ips, ms: Math.round(s * 1e5) / 100 }, 'pod sandbox ready');
       return rec;
     } catch (e) {
       this.o.metrics.sandboxOps.inc({ op: 'create', result: 'error' });
@@ -190,11 +206,12 @@ export class PodReconciler {
   }
 
   private async teardown(rec: SandboxRecord, why: string): Promise<void> {
+    const t0 = performance.now();
     await destroySandbox(this.o.host, rec);
     await this.o.ipam.release(rec.owner);
     this.o.records.remove(rec.owner);
     this.o.metrics.sandboxOps.inc({ op: 'delete', result: 'ok' });
-    this.o.log.info({ pod: `${rec.namespace}/${rec.name}`, netns: rec.netnsName, why }, 'pod sandbox removed');
+    this.o.log.info({ pod: `${rec.namespace}/${rec.name}`, netns: rec.netnsName, why, ms: Math.round((performance.now() - t0) * 100) / 100 }, 'pod sandbox removed');
   }
 
   /** A terminating pod whose sandbox is gone: remove the object, as the kubelet does. */
@@ -216,6 +233,8 @@ export class PodReconciler {
     const cond = (type: string) => ({ type, status: 'True' as const, lastProbeTime: null, lastTransitionTime: now });
     const status = {
       phase: 'Running',
+      reason: null,
+      message: null,
       hostIP: this.o.nodeIPs[0],
       hostIPs: this.o.nodeIPs.map((ip) => ({ ip })),
       podIP: ips[0],
@@ -228,6 +247,16 @@ export class PodReconciler {
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
+  }
+
+  /** Tells the pod why it has no network yet (as the kubelet's FailedCreatePodSandBox), once per reason. */
+  private async reportFailure(pod: Pod, err: unknown): Promise<void> {
+    const message = `podnet could not set up the pod network: ${formatError(err)}`;
+    if (pod.status?.message === message) return;
+    await this.o.client
+      .resource(RESOURCES.pods)
+      .patch(pod.metadata.namespace, pod.metadata.name!, { metadata: { uid: pod.metadata.uid }, status: { phase: 'Pending', reason: 'FailedCreatePodSandBox', message } }, 'merge', { subresource: 'status' })
+      .catch((e: unknown) => this.o.log.warn({ pod: `${pod.metadata.namespace}/${pod.metadata.name}`, err: formatError(e) }, 'cannot report the sandbox failure'));
   }
 
   /**

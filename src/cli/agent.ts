@@ -4,8 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { cleanup, readAgentSettings } from '../agent/cleanup.js';
+import { readAgentSettings } from '../agent/settings.js';
 import { AGENT_PORT, BACKENDS, PROXY_MODES, readConfigFile, resolveConfig } from '../agent/config.js';
 import type { RawOptions } from '../agent/config.js';
 import { NETNS_RUN_DIR } from '../kernel/index.js';
@@ -51,6 +50,7 @@ export function agentCommand(): Command {
       const log = createLogger({ level: String(logLevel), component: 'agent' });
       const ac = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+      const { Agent } = await import('../agent/agent.js');
       await new Agent(cfg, log).run(ac.signal);
     });
 }
@@ -63,6 +63,7 @@ export function cleanupCommand(): Command {
     .option('--netns-prefix <prefix>', 'the agent\'s --netns-prefix (default: what the state dir recorded, else pn-)')
     .action(async (o: { nodeName: string; stateDir: string; netnsPrefix?: string }) => {
       const log = createLogger({ component: 'cleanup' });
+      const { cleanup } = await import('../agent/cleanup.js');
       const r = await cleanup({ nodeName: o.nodeName, stateDir: o.stateDir, ...(o.netnsPrefix ? { netnsPrefix: o.netnsPrefix } : {}), log });
       process.stdout.write(`removed ${r.sandboxes} sandboxes, ${r.namespaces} pod namespaces, ${r.links} links, the nft tables and ${o.stateDir}\n`);
     });

@@ -3,8 +3,8 @@
  * or etcd with --etcd-servers). Flags follow kube-apiserver's names where one exists.
  */
 import { Command, Option } from 'commander';
-import { ApiServer, CONTROLLERS, parseListen, parseServiceCIDRs } from '../api/apiserver.js';
-import type { ControllerName } from '../api/apiserver.js';
+import { CONTROLLERS, parseListen, parseServiceCIDRs } from '../api/options.js';
+import type { ControllerName } from '../api/options.js';
 import { parsePortRange } from '../api/registry/allocators.js';
 import { parseDuration } from '../util/duration.js';
 import { createLogger } from '../util/log.js';
@@ -39,6 +39,7 @@ export function apiCommand(): Command {
       if (!Number.isInteger(cacheSize) || cacheSize < 100) throw new Error(`--watch-cache-size must be an integer >= 100, got ${JSON.stringify(o.watchCacheSize)}`);
       const etcd = o.etcdServers ? String(o.etcdServers).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
       if (etcd) for (const u of etcd) if (!/^https?:\/\/[^/]+$/.test(u)) throw new Error(`--etcd-servers: ${JSON.stringify(u)} is not a URL like http://127.0.0.1:2379`);
+      const { ApiServer } = await import('../api/apiserver.js');
       const server = new ApiServer({
         store: etcd ? { kind: 'etcd', endpoints: etcd, ...(o.etcdPrefix ? { prefix: String(o.etcdPrefix) } : {}) } : { kind: 'sqlite', dataDir: String(o.dataDir) },
         listen: parseListen(String(o.listen)),

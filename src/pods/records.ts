@@ -2,11 +2,14 @@
  * Sandbox records: what the node holds for each sandbox that cannot be read back from
  * the kernel alone (who owns it, the pause process and its start time, the addresses it
  * was given). One JSON file per sandbox in `<stateDir>/sandboxes/`, written atomically
- * (temp file, fsync, rename, fsync of the directory), so a crash leaves the old record
- * or the new one, never half of one. The kernel state they describe is re-checked by
+ * (temp file, rename), so a crash of the agent leaves the old record or the new one,
+ * never half of one. They are not fsynced: written data survives a killed agent, and
+ * what a record describes (pause processes, namespaces) does not survive a machine
+ * crash anyway, while the addresses that must never be handed out twice are in the
+ * fsynced IPAM journal. The kernel state they describe is re-checked by
  * the reconciler; a record without its sandbox is repaired or removed.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../util/errors.js';
 import { validateOwnerId } from './names.js';
@@ -82,19 +85,12 @@ export class SandboxRecords {
     return undefined;
   }
 
-  /** Writes a record durably (atomic replace). */
+  /** Writes a record (atomic replace). */
   save(rec: SandboxRecord): void {
     const file = this.#file(rec.owner);
     const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, JSON.stringify(rec));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    writeFileSync(tmp, JSON.stringify(rec), { mode: 0o600 });
     renameSync(tmp, file);
-    this.#syncDir();
     this.#byOwner.set(rec.owner, rec);
   }
 
@@ -102,7 +98,6 @@ export class SandboxRecords {
   remove(owner: string): void {
     try {
       rmSync(this.#file(owner));
-      this.#syncDir();
     } catch (e) {
       if (errnoOf(e) !== 'ENOENT') throw e;
     }
@@ -113,12 +108,4 @@ export class SandboxRecords {
     return join(this.dir, `${validateOwnerId(owner)}.json`);
   }
 
-  #syncDir(): void {
-    const fd = openSync(this.dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  }
 }

@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NETNS_RUN_DIR, NetNS, Netlink } from '../kernel/index.js';
 import { alive, startPause, stopPause } from '../kernel/pause.js';
+import { deleteLinkOffThread } from '../kernel/offthread.js';
 import { ErrorCodes, PodnetError, isPodnetError } from '../util/errors.js';
 import { parseInterfaceAddress } from '../util/ipnet.js';
 import type { InterfaceAddress } from '../util/ipnet.js';
@@ -45,6 +46,15 @@ export type SandboxSpec = Omit<SandboxRecord, 'pausePid' | 'pauseStart' | 'mac' 
   hostname?: string;
 };
 
+/** A spec whose addresses are still being allocated (agent sandboxes start pause meanwhile). */
+export type PendingSandboxSpec = Omit<SandboxSpec, 'addresses' | 'gateways'> & { addressing: Promise<{ addresses: string[]; gateways: string[] }> };
+
+function withoutAddressing(spec: SandboxSpec | PendingSandboxSpec): Omit<SandboxSpec, 'addresses' | 'gateways'> {
+  if (!('addressing' in spec)) return spec;
+  const { addressing: _a, ...rest } = spec;
+  return rest;
+}
+
 /** Start time (clock ticks after boot) of a process, from /proc/PID/stat; undefined when gone. */
 export function processStart(pid: number): number | undefined {
   try {
@@ -65,50 +75,63 @@ export function pauseAlive(rec: SandboxRecord): boolean {
  * Creates a sandbox and returns its record (not yet saved). On failure everything made is
  * removed again before the error is thrown.
  */
-export async function createSandbox(host: Netlink, net: NodeNetwork, spec: SandboxSpec): Promise<SandboxRecord> {
+export async function createSandbox(host: Netlink, net: NodeNetwork, spec: SandboxSpec | PendingSandboxSpec): Promise<SandboxRecord> {
   let pausePid: number | undefined;
   let pauseStart: number | undefined;
   let netnsPath = spec.netnsPath;
   const fresh = netnsPath === undefined;
+  let addressing: Promise<{ addresses: string[]; gateways: string[] }> = 'addressing' in spec ? spec.addressing : Promise.resolve({ addresses: spec.addresses, gateways: spec.gateways });
   if (fresh) {
     if (!spec.netnsName) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a sandbox needs a netns path or a netns name', { owner: spec.owner });
     netnsPath = join(NETNS_RUN_DIR, spec.netnsName);
-    pausePid = await startPause({ netnsPath, ...(spec.hostname ? { hostname: spec.hostname } : {}) });
-    pauseStart = processStart(pausePid);
+    // The pause process starts while the addresses are being allocated.
+    const [pause, addr] = await Promise.allSettled([startPause({ netnsPath, ...(spec.hostname ? { hostname: spec.hostname } : {}) }), addressing]);
+    if (pause.status === 'fulfilled') {
+      pausePid = pause.value;
+      pauseStart = processStart(pausePid);
+    }
+    if (pause.status === 'rejected' || addr.status === 'rejected') {
+      if (pausePid !== undefined) await stopPause(pausePid);
+      if (spec.netnsName) NetNS.delete(spec.netnsName);
+      throw pause.status === 'rejected' ? pause.reason : (addr as PromiseRejectedResult).reason;
+    }
+    addressing = Promise.resolve(addr.value);
   }
+  const { addresses, gateways } = await addressing;
+  const full: SandboxSpec = { ...withoutAddressing(spec), addresses, gateways };
   let ns: NetNS | undefined;
   let pod: Netlink | undefined;
   let vethMade = false;
   try {
     ns = NetNS.open(netnsPath!);
-    const veth = { kind: 'veth' as const, name: spec.hostVeth, master: net.bridge, mtu: spec.mtu, up: true, peer: { name: spec.ifname, netns: ns, ...(fresh ? { index: 2 } : {}) } };
+    const veth = { kind: 'veth' as const, name: full.hostVeth, master: net.bridge, mtu: full.mtu, up: true, peer: { name: full.ifname, netns: ns, ...(fresh ? { index: 2 } : {}) } };
     try {
       await host.links.create(veth);
     } catch (e) {
       // A host end left by an earlier, interrupted attempt for the same owner.
       if (!isPodnetError(e, ErrorCodes.LINK_EXISTS)) throw e;
-      await host.links.delete(spec.hostVeth);
+      await host.links.delete(full.hostVeth);
       await host.links.create(veth);
     }
     vethMade = true;
     pod = Netlink.open(ns);
-    const dev = fresh ? 2 : spec.ifname;
-    const addrs = spec.addresses.map((a) => parseInterfaceAddress(a));
+    const dev = fresh ? 2 : full.ifname;
+    const addrs = full.addresses.map((a) => parseInterfaceAddress(a));
     // Pipelined, applied in order: links up, addresses, then default routes via the gateways.
     await Promise.all([
       pod.links.setUp(dev),
       pod.links.setUp('lo'),
       ...addrs.map((a) => pod!.addrs.add(dev, `${a.ip}/${a.prefix}`, { nodad: a.family === 6 })),
-      ...spec.gateways.map((gw) => pod!.routes.add({ dst: 'default', via: gw, dev })),
+      ...full.gateways.map((gw) => pod!.routes.add({ dst: 'default', via: gw, dev })),
     ]);
     const mac = (await pod.links.get(dev))?.mac;
-    return { ...spec, netnsPath: netnsPath!, ...(pausePid !== undefined ? { pausePid, pauseStart } : {}), ...(mac ? { mac } : {}), createdAt: new Date().toISOString() } as SandboxRecord;
+    return { ...full, netnsPath: netnsPath!, ...(pausePid !== undefined ? { pausePid, pauseStart } : {}), ...(mac ? { mac } : {}), createdAt: new Date().toISOString() } as SandboxRecord;
   } catch (e) {
     if (pausePid !== undefined) {
       await stopPause(pausePid);
-      if (spec.netnsName) NetNS.delete(spec.netnsName);
+      if (full.netnsName) NetNS.delete(full.netnsName);
     } else if (vethMade) {
-      await host.links.delete(spec.hostVeth).catch(() => false);
+      await host.links.delete(full.hostVeth).catch(() => false);
     }
     throw e;
   } finally {
@@ -182,26 +205,13 @@ export async function ensureSandbox(host: Netlink, net: NodeNetwork, rec: Sandbo
  */
 export async function destroySandbox(host: Netlink, rec: SandboxRecord): Promise<void> {
   if (rec.kind === 'pod') {
-    if (pauseAlive(rec)) await stopPause(rec.pausePid!);
+    // Unpin first (a new sandbox of the same name may follow at once), then let pause go;
+    // the kernel destroys the namespace, and the veth with it, once pause has exited.
     if (rec.netnsName) NetNS.delete(rec.netnsName);
+    if (pauseAlive(rec)) await stopPause(rec.pausePid!, { wait: false });
     return;
   }
-  if (rec.netnsPath && existsSync(rec.netnsPath)) {
-    let ns: NetNS | undefined;
-    try {
-      ns = NetNS.open(rec.netnsPath);
-      const pod = Netlink.open(ns);
-      try {
-        await pod.links.delete(rec.ifname);
-      } finally {
-        pod.close();
-      }
-      return;
-    } catch (e) {
-      if (!isPodnetError(e, ErrorCodes.NETNS_NOT_FOUND) && !isPodnetError(e, ErrorCodes.NOT_A_NETNS)) throw e;
-    } finally {
-      ns?.close();
-    }
-  }
-  await host.links.delete(rec.hostVeth);
+  // Off the event loop: a link deletion blocks its caller for an RCU grace period.
+  if (rec.netnsPath && existsSync(rec.netnsPath) && (await deleteLinkOffThread(rec.netnsPath, rec.ifname))) return;
+  await deleteLinkOffThread(host.netns, rec.hostVeth);
 }
