@@ -8,9 +8,9 @@
 //  deleteNetns(path)      ip netns delete: lazy unmount + unlink
 //  openTun(name, persist) open /dev/net/tun and TUNSETIFF (IFF_TUN | IFF_NO_PI) -> {fd, name}
 //  nsType(fd)             ioctl(NS_GET_NSTYPE): the CLONE_NEW* type of a namespace fd (0x40000000 = net)
-//  spawnDetached(path, argv) posix_spawn (vfork-fast, unlike a fork of this big process) of a
-//                         program in a new session with stdin /dev/null and stdout+stderr on a
-//                         pipe -> {pid, fd}: the read end, for its "ready" line and errors
+//  spawnDetached(path, argv) -> Promise<{pid, fd}>: posix_spawn (vfork-fast, unlike a fork of this
+//                         big process), on a libuv thread, of a program in a new session with stdin
+//                         /dev/null and stdout+stderr on a pipe; fd is its read end ("ready", errors)
 //  deleteLinkAsync(nsPath, name) -> Promise<boolean>: RTM_DELLINK of NAME inside the namespace
 //                         at nsPath, on a libuv worker thread (the kernel waits for an RCU grace
 //                         period, ~16 ms, inside sendmsg: done on the event loop it would stall it).
@@ -164,23 +164,14 @@ Napi::Value NsType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), t);
 }
 
-Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = StringArg(info, 0, "path");
-  if (info.Length() < 2 || !info[1].IsArray()) throw Napi::TypeError::New(env, "argv must be an array of strings");
-  Napi::Array arr = info[1].As<Napi::Array>();
-  std::vector<std::string> args;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value v = arr.Get(i);
-    if (!v.IsString()) throw Napi::TypeError::New(env, "argv must be an array of strings");
-    args.push_back(v.As<Napi::String>().Utf8Value());
-  }
+// posix_spawn of path/args in a new session, stdin /dev/null, stdout+stderr on a new pipe.
+// Returns 0 and sets *pid, *readFd; or an errno.
+int SpawnDetachedHere(const std::string& path, const std::vector<std::string>& args, pid_t* pid, int* readFd) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-
   int p[2];
-  if (pipe2(p, O_CLOEXEC) < 0) throw ErrnoError(env, errno, "pipe2", "");
+  if (pipe2(p, O_CLOEXEC) < 0) return errno;
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   posix_spawn_file_actions_init(&fa);
@@ -195,19 +186,63 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setsigdefault(&at, &all);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, path.c_str(), &fa, &at, argv.data(), environ);
+  int rc = posix_spawn(pid, path.c_str(), &fa, &at, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   close(p[1]);
   if (rc != 0) {
     close(p[0]);
-    throw ErrnoError(env, rc, "posix_spawn", path);
+    return rc;
   }
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("pid", Napi::Number::New(env, pid));
-  out.Set("fd", Napi::Number::New(env, p[0]));
+  *readFd = p[0];
+  return 0;
+}
+
+std::vector<std::string> StringArray(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsArray()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+  Napi::Array arr = info[i].As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    Napi::Value v = arr.Get(k);
+    if (!v.IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+    out.push_back(v.As<Napi::String>().Utf8Value());
+  }
   return out;
+}
+
+// The spawn runs on a libuv thread: with vfork semantics the spawning thread waits until
+// the child has exec'd, which on a busy machine can take a millisecond or more.
+class SpawnWorker : public Napi::AsyncWorker {
+ public:
+  SpawnWorker(Napi::Env env, std::string path, std::vector<std::string> args)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), args_(std::move(args)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { err_ = SpawnDetachedHere(path_, args_, &pid_, &fd_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_) return deferred_.Reject(ErrnoError(env, err_, "posix_spawn", path_).Value());
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("pid", Napi::Number::New(env, pid_));
+    out.Set("fd", Napi::Number::New(env, fd_));
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  std::vector<std::string> args_;
+  pid_t pid_ = 0;
+  int fd_ = -1;
+  int err_ = 0;
+};
+
+Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "path");
+  auto* w = new SpawnWorker(info.Env(), path, StringArray(info, 1, "argv"));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 // RTM_DELLINK by name over a fresh NETLINK_ROUTE socket in the calling thread's netns.

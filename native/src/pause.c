@@ -1,13 +1,15 @@
 /* pause: the process that owns a pod's namespaces.
  *
- *   pause [--netns PATH] [--hostname NAME] [--ready-fd FD]
+ *   pause [--netns PATH | --join PATH] [--hostname NAME] [--ready-fd FD]
  *
- * It unshares new network, UTS and IPC namespaces, optionally sets the hostname and
- * pins the network namespace with a bind mount at PATH (so `ip netns exec` works), then
- * reports "ready <pid>" on FD (default 1) and sleeps. It reaps any child it inherits
- * (it is a child subreaper) and exits 0 on SIGTERM or SIGINT, unpinning PATH first so the
- * namespace is released once nothing else holds it. It survives its creator: start it
- * detached (new session) and it keeps the pod's network alive across agent restarts.
+ * It unshares new network, UTS and IPC namespaces and pins the network namespace with a
+ * bind mount at PATH (so `ip netns exec` works) — or, with --join, enters the network
+ * namespace already pinned at PATH (the agent creates and configures it meanwhile) and
+ * unshares only UTS and IPC. It optionally sets the hostname, reports "ready <pid>" on FD
+ * (default 1) and sleeps. It reaps any child it inherits (it is a child subreaper) and
+ * exits 0 on SIGTERM or SIGINT, unpinning PATH first so the namespace is released once
+ * nothing else holds it. It survives its creator: start it detached (new session) and it
+ * keeps the pod's network alive across agent restarts.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,16 +31,19 @@ static void die(const char *what, int err) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: pause [--netns PATH] [--hostname NAME] [--ready-fd FD]\n");
+  fprintf(stderr, "usage: pause [--netns PATH | --join PATH] [--hostname NAME] [--ready-fd FD]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *netns_path = NULL;
+  int join = 0;
   const char *hostname = NULL;
   int ready_fd = 1;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--netns") == 0 && i + 1 < argc) {
+    if ((strcmp(argv[i], "--netns") == 0 || strcmp(argv[i], "--join") == 0) && i + 1 < argc) {
+      if (netns_path) usage();
+      join = strcmp(argv[i], "--join") == 0;
       netns_path = argv[++i];
     } else if (strcmp(argv[i], "--hostname") == 0 && i + 1 < argc) {
       hostname = argv[++i];
@@ -55,7 +60,7 @@ int main(int argc, char **argv) {
     }
   }
   if (netns_path && netns_path[0] != '/') {
-    fprintf(stderr, "pause: --netns must be an absolute path\n");
+    fprintf(stderr, "pause: --netns / --join must be an absolute path\n");
     return 2;
   }
 
@@ -69,9 +74,17 @@ int main(int argc, char **argv) {
   if (sigprocmask(SIG_BLOCK, &set, NULL) < 0) die("sigprocmask", errno);
   signal(SIGPIPE, SIG_IGN);
 
-  if (unshare(CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) < 0) die("unshare", errno);
+  if (join) {
+    int fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die(netns_path, errno);
+    if (setns(fd, CLONE_NEWNET) < 0) die("setns", errno);
+    close(fd);
+    if (unshare(CLONE_NEWUTS | CLONE_NEWIPC) < 0) die("unshare", errno);
+  } else if (unshare(CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) < 0) {
+    die("unshare", errno);
+  }
   if (hostname && sethostname(hostname, strlen(hostname)) < 0) die("sethostname", errno);
-  if (netns_path) {
+  if (netns_path && !join) {
     char dir[4096];
     size_t n = strlen(netns_path);
     if (n >= sizeof(dir)) die("--netns", ENAMETOOLONG);

@@ -39,6 +39,8 @@ export interface AgentOptions {
   clusterCidrV6?: string;
   backend?: string;
   extraArgs?: string[];
+  /** Options for node itself (e.g. --cpu-prof when profiling). */
+  nodeArgs?: string[];
 }
 
 export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opts: AgentOptions = {}): Promise<AgentProcess> {
@@ -47,6 +49,7 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
   const netnsPrefix = `${runPrefix()}-${node.name}-`;
   const cniSocket = join(dir, 'cni.sock');
   const args = [
+    ...(opts.nodeArgs ?? []),
     CLI, 'agent',
     '--server', api.url,
     '--token', nodeToken(node.name),

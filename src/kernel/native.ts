@@ -15,8 +15,8 @@ export interface NativeAddon {
   deleteNetns(path: string): void;
   nsType(fd: number): number;
   openTun(name: string, persist: boolean): { fd: number; name: string };
-  /** posix_spawn in a new session; stdout+stderr on a pipe whose read end is `fd`. */
-  spawnDetached(path: string, argv: string[]): { pid: number; fd: number };
+  /** posix_spawn (on a libuv thread) in a new session; stdout+stderr on a pipe whose read end is `fd`. */
+  spawnDetached(path: string, argv: string[]): Promise<{ pid: number; fd: number }>;
   /** waitpid(pid, WNOHANG): true once reaped (or not our child). */
   reap(pid: number): boolean;
   /** RTM_DELLINK of `name` in the namespace at `nsPath`, on a libuv thread; false when already gone. */

@@ -12,6 +12,8 @@ import { native, nativeCall, pauseBinary } from './native.js';
 export interface PauseOptions {
   /** Where to pin the new network namespace (e.g. /run/netns/NAME). */
   netnsPath?: string;
+  /** Instead: the network namespace to enter, already pinned there (pause unpins it when it ends). */
+  joinNetns?: string;
   hostname?: string;
   /** How long to wait for "ready". Default 5 s. */
   timeoutMs?: number;
@@ -23,12 +25,22 @@ export interface PauseOptions {
  * costs ~1 ms more), in its own session; its stdout and stderr come back on one pipe
  * until it reports "ready", then it lets go of them.
  */
-export function startPause(opts: PauseOptions = {}): Promise<number> {
+export async function startPause(opts: PauseOptions = {}): Promise<number> {
   const args: string[] = [];
   if (opts.netnsPath) args.push('--netns', opts.netnsPath);
+  if (opts.joinNetns) args.push('--join', opts.joinNetns);
   if (opts.hostname) args.push('--hostname', opts.hostname);
   const binary = pauseBinary();
-  const { pid, fd } = nativeCall('starting pause', { netns: opts.netnsPath }, () => native().spawnDetached(binary, [binary, ...args]));
+  const netns = opts.netnsPath ?? opts.joinNetns;
+  let spawned: { pid: number; fd: number };
+  try {
+    spawned = await native().spawnDetached(binary, [binary, ...args]);
+  } catch (e) {
+    return nativeCall('starting pause', { netns }, () => {
+      throw e;
+    });
+  }
+  const { pid, fd } = spawned;
   const out = new Socket({ fd, readable: true, writable: false });
   return new Promise<number>((resolve, reject) => {
     let text = '';
@@ -49,7 +61,7 @@ export function startPause(opts: PauseOptions = {}): Promise<number> {
         /* already gone */
       }
       reapSoon(pid);
-      reject(new PodnetError(ErrorCodes.NATIVE, why, { netns: opts.netnsPath }));
+      reject(new PodnetError(ErrorCodes.NATIVE, why, { netns }));
     };
     out.on('data', (d: Buffer) => {
       text += d.toString();

@@ -10,8 +10,7 @@
  * `destroy` of what is gone succeeds.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { NETNS_RUN_DIR, NetNS, Netlink } from '../kernel/index.js';
+import { NetNS, Netlink } from '../kernel/index.js';
 import { alive, startPause, stopPause } from '../kernel/pause.js';
 import { deleteLinkOffThread } from '../kernel/offthread.js';
 import { ErrorCodes, PodnetError, isPodnetError } from '../util/errors.js';
@@ -74,64 +73,64 @@ export function pauseAlive(rec: SandboxRecord): boolean {
 /**
  * Creates a sandbox and returns its record (not yet saved). On failure everything made is
  * removed again before the error is thrown.
+ *
+ * Agent sandboxes: the namespace is created here (pinned at /run/netns/<name>), and then
+ * three things run at once — the pause process starts and joins it, the addresses are
+ * allocated, the veth pair is made — before eth0 gets its addresses and routes.
  */
 export async function createSandbox(host: Netlink, net: NodeNetwork, spec: SandboxSpec | PendingSandboxSpec): Promise<SandboxRecord> {
-  let pausePid: number | undefined;
-  let pauseStart: number | undefined;
-  let netnsPath = spec.netnsPath;
-  const fresh = netnsPath === undefined;
-  let addressing: Promise<{ addresses: string[]; gateways: string[] }> = 'addressing' in spec ? spec.addressing : Promise.resolve({ addresses: spec.addresses, gateways: spec.gateways });
-  if (fresh) {
-    if (!spec.netnsName) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a sandbox needs a netns path or a netns name', { owner: spec.owner });
-    netnsPath = join(NETNS_RUN_DIR, spec.netnsName);
-    // The pause process starts while the addresses are being allocated.
-    const [pause, addr] = await Promise.allSettled([startPause({ netnsPath, ...(spec.hostname ? { hostname: spec.hostname } : {}) }), addressing]);
-    if (pause.status === 'fulfilled') {
-      pausePid = pause.value;
-      pauseStart = processStart(pausePid);
-    }
-    if (pause.status === 'rejected' || addr.status === 'rejected') {
-      if (pausePid !== undefined) await stopPause(pausePid);
-      if (spec.netnsName) NetNS.delete(spec.netnsName);
-      throw pause.status === 'rejected' ? pause.reason : (addr as PromiseRejectedResult).reason;
-    }
-    addressing = Promise.resolve(addr.value);
-  }
-  const { addresses, gateways } = await addressing;
-  const full: SandboxSpec = { ...withoutAddressing(spec), addresses, gateways };
+  const addressing: Promise<{ addresses: string[]; gateways: string[] }> = 'addressing' in spec ? spec.addressing : Promise.resolve({ addresses: spec.addresses, gateways: spec.gateways });
+  const base = withoutAddressing(spec);
+  const fresh = spec.netnsPath === undefined;
+  if (fresh && !spec.netnsName) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a sandbox needs a netns path or a netns name', { owner: spec.owner });
   let ns: NetNS | undefined;
   let pod: Netlink | undefined;
+  let pausing: Promise<number> | undefined;
   let vethMade = false;
   try {
-    ns = NetNS.open(netnsPath!);
-    const veth = { kind: 'veth' as const, name: full.hostVeth, master: net.bridge, mtu: full.mtu, up: true, peer: { name: full.ifname, netns: ns, ...(fresh ? { index: 2 } : {}) } };
+    ns = fresh ? NetNS.create(spec.netnsName!) : NetNS.open(spec.netnsPath!);
+    const netnsPath = ns.path;
+    if (fresh) pausing = startPause({ joinNetns: netnsPath, ...(spec.hostname ? { hostname: spec.hostname } : {}) });
+    const veth = { kind: 'veth' as const, name: base.hostVeth, master: net.bridge, mtu: base.mtu, up: true, peer: { name: base.ifname, netns: ns, ...(fresh ? { index: 2 } : {}) } };
     try {
       await host.links.create(veth);
     } catch (e) {
       // A host end left by an earlier, interrupted attempt for the same owner.
       if (!isPodnetError(e, ErrorCodes.LINK_EXISTS)) throw e;
-      await host.links.delete(full.hostVeth);
+      await host.links.delete(base.hostVeth);
       await host.links.create(veth);
     }
     vethMade = true;
+    const { addresses, gateways } = await addressing;
     pod = Netlink.open(ns);
-    const dev = fresh ? 2 : full.ifname;
-    const addrs = full.addresses.map((a) => parseInterfaceAddress(a));
+    const dev = fresh ? 2 : base.ifname;
+    const addrs = addresses.map((a) => parseInterfaceAddress(a));
     // Pipelined, applied in order: links up, addresses, then default routes via the gateways.
     await Promise.all([
       pod.links.setUp(dev),
       pod.links.setUp('lo'),
       ...addrs.map((a) => pod!.addrs.add(dev, `${a.ip}/${a.prefix}`, { nodad: a.family === 6 })),
-      ...full.gateways.map((gw) => pod!.routes.add({ dst: 'default', via: gw, dev })),
+      ...gateways.map((gw) => pod!.routes.add({ dst: 'default', via: gw, dev })),
     ]);
     const mac = (await pod.links.get(dev))?.mac;
-    return { ...full, netnsPath: netnsPath!, ...(pausePid !== undefined ? { pausePid, pauseStart } : {}), ...(mac ? { mac } : {}), createdAt: new Date().toISOString() } as SandboxRecord;
+    const pausePid = pausing ? await pausing : undefined;
+    return {
+      ...base,
+      addresses,
+      gateways,
+      netnsPath,
+      ...(pausePid !== undefined ? { pausePid, pauseStart: processStart(pausePid) } : {}),
+      ...(mac ? { mac } : {}),
+      createdAt: new Date().toISOString(),
+    } as SandboxRecord;
   } catch (e) {
-    if (pausePid !== undefined) {
-      await stopPause(pausePid);
-      if (full.netnsName) NetNS.delete(full.netnsName);
+    if (fresh) {
+      // Unpin, then end pause if it came up: the kernel destroys the namespace and the veth.
+      if (spec.netnsName) NetNS.delete(spec.netnsName);
+      const pid = await pausing?.catch(() => undefined);
+      if (pid !== undefined) await stopPause(pid, { wait: false });
     } else if (vethMade) {
-      await host.links.delete(full.hostVeth).catch(() => false);
+      await deleteLinkOffThread(host.netns, base.hostVeth).catch(() => false);
     }
     throw e;
   } finally {
