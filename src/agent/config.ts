@@ -1,8 +1,9 @@
 /**
  * The agent's configuration: command-line flags, optionally on top of a YAML/JSON config
  * file with the same keys (camelCase or the flag spelling) — and flannel's net-conf.json
- * keys (`Network`, `IPv6Network`, `SubnetLen`, `IPv6SubnetLen`, `EnableIPv6`,
- * `Backend.Type`), so an existing flannel config can be pointed at. Flags win over the
+ * keys (`Network`, `IPv6Network`, `SubnetLen`, `IPv6SubnetLen`, `EnableIPv4`, `EnableIPv6`,
+ * `Backend.Type`), so an existing flannel config can be pointed at; as in flannel, a
+ * family's network is used only when that family is enabled. Flags win over the
  * file. Everything is validated here; an error names the field and the reason, and
  * nothing has been done yet.
  */
@@ -88,13 +89,18 @@ export function readConfigFile(path: string): RawOptions {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw invalid('--config', `${JSON.stringify(path)} must hold a mapping of options`);
   const out: RawOptions = {};
+  // flannel net-conf.json: a family's network counts only when the family is enabled
+  // (EnableIPv4 defaults to true, EnableIPv6 to false), as flannel reads it.
+  const flannel: { v4: RawOptions; v6: RawOptions; enable: { 4: boolean; 6: boolean } } = { v4: {}, v6: {}, enable: { 4: true, 6: false } };
   for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
-    // flannel net-conf.json
-    if (k === 'Network') out.clusterCidr = v;
-    else if (k === 'IPv6Network') out.clusterCidrV6 = v;
-    else if (k === 'SubnetLen') out.nodeSubnetSize = v;
-    else if (k === 'IPv6SubnetLen') out.nodeSubnetSizeV6 = v;
-    else if (k === 'EnableIPv6' || k === 'EnableIPv4' || k === 'SubnetMin' || k === 'SubnetMax') continue;
+    if (k === 'Network') flannel.v4.clusterCidr = v;
+    else if (k === 'IPv6Network') flannel.v6.clusterCidrV6 = v;
+    else if (k === 'SubnetLen') flannel.v4.nodeSubnetSize = v;
+    else if (k === 'IPv6SubnetLen') flannel.v6.nodeSubnetSizeV6 = v;
+    else if (k === 'EnableIPv4' || k === 'EnableIPv6') {
+      if (typeof v !== 'boolean') throw invalid(`config key ${JSON.stringify(k)}`, `must be true or false, got ${JSON.stringify(v)}`);
+      flannel.enable[k === 'EnableIPv4' ? 4 : 6] = v;
+    } else if (k === 'SubnetMin' || k === 'SubnetMax') continue;
     else if (k === 'Backend') {
       const t = (v as { Type?: unknown } | null)?.Type;
       if (t !== undefined) out.backend = typeof t === 'string' ? t.toLowerCase() : t;
@@ -104,7 +110,7 @@ export function readConfigFile(path: string): RawOptions {
       out[key] = v;
     }
   }
-  return out;
+  return { ...out, ...(flannel.enable[4] ? flannel.v4 : {}), ...(flannel.enable[6] ? flannel.v6 : {}) };
 }
 
 function camel(k: string): string {
@@ -140,7 +146,14 @@ function network(cidrText: string | undefined, flag: string, sizeFlag: string, s
   let cidr: Cidr;
   try {
     cidr = Cidr.parse(cidrText, flag);
-  } catch (e) {
+  } catch {
+    let loose: Cidr | undefined;
+    try {
+      loose = Cidr.parse(cidrText, flag, { strict: false });
+    } catch {
+      // not a prefix at all
+    }
+    if (loose) throw invalid(flag, `${JSON.stringify(cidrText)} has host bits set (did you mean ${loose}?)`);
     throw invalid(flag, `${JSON.stringify(cidrText)} is not a CIDR with zero host bits, like ${family === 4 ? '10.244.0.0/16' : 'fd00:10:244::/56'}`);
   }
   if (cidr.family !== family) throw invalid(flag, `${cidrText} is not an IPv${family} CIDR`);
@@ -157,13 +170,14 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
   for (const [k, v] of Object.entries(raw)) if (v !== undefined) o[camel(k)] = v;
   const nodeName = str(o, 'nodeName', '--node-name');
   if (!nodeName) throw invalid('--node-name', 'is required');
-  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(nodeName)) throw invalid('--node-name', `${JSON.stringify(nodeName)} is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".")`);
+  if (nodeName.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(nodeName)) throw invalid('--node-name', `${JSON.stringify(nodeName)} is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".")`);
   const nodeIPText = str(o, 'nodeIp', '--node-ip');
   if (!nodeIPText) throw invalid('--node-ip', 'is required (the node\'s address on the underlay)');
   if (isIP(nodeIPText) === 0) throw invalid('--node-ip', `${JSON.stringify(nodeIPText)} is not an IP address`);
   const nodeIP = parseIP(nodeIPText);
   const v6Text = str(o, 'nodeIpv6', '--node-ipv6');
   if (v6Text && isIP(v6Text) !== 6) throw invalid('--node-ipv6', `${JSON.stringify(v6Text)} is not an IPv6 address`);
+  if (v6Text && isIP(nodeIP) === 6) throw invalid('--node-ipv6', `is a second address of the other family, but --node-ip ${nodeIP} is already IPv6`);
   const ifaceText = str(o, 'iface', '--iface');
   const iface = ifaceText ? validateIfName(ifaceText, '--iface') : undefined;
   const v4 = network(str(o, 'clusterCidr', '--cluster-cidr'), '--cluster-cidr', '--node-subnet-size', int(o, 'nodeSubnetSize', '--node-subnet-size', 0, 128), 4);

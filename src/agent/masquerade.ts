@@ -24,11 +24,13 @@ export function planMasquerade(clusterCIDRs: Cidr[], enabled: boolean): string {
     const t = fam === 4 ? 'ip' : 'ip6';
     const cidr = clusterCIDRs.find((c) => c.family === fam);
     out.push(`add table ${t} ${NFT_TABLE}`);
-    out.push(`add chain ${t} ${NFT_TABLE} ${MASQ_CHAIN} { type nat hook postrouting priority srcnat; policy accept; }`);
     if (!enabled || !cidr) {
+      // "add" (a plain chain when missing: no NAT support needed) so that "delete" always finds it.
+      out.push(`add chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
       out.push(`delete chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
       continue;
     }
+    out.push(`add chain ${t} ${NFT_TABLE} ${MASQ_CHAIN} { type nat hook postrouting priority srcnat; policy accept; }`);
     out.push(`flush chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
     const mcast = fam === 4 ? '224.0.0.0/4' : 'ff00::/8';
     out.push(`add rule ${t} ${NFT_TABLE} ${MASQ_CHAIN} ${t} saddr ${cidr} ${t} daddr != ${cidr} ${t} daddr != ${mcast} masquerade comment "podnet: pod egress leaves with the node address"`);

@@ -22,7 +22,7 @@ import type { SandboxRecord, SandboxRecords } from '../pods/records.js';
 import { createSandbox, destroySandbox, ensureSandbox, pauseAlive } from '../pods/sandbox.js';
 import type { NodeNetwork } from '../pods/sandbox.js';
 import type { IpamAllocator } from '../ipam/index.js';
-import { formatError } from '../util/errors.js';
+import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { KeyedWorkQueue } from '../util/workqueue.js';
 import type { AgentMetrics } from './metrics.js';
@@ -174,8 +174,13 @@ export class PodReconciler {
     const name = pod.metadata.name!;
     const uid = pod.metadata.uid!;
     const netnsName = podNetnsName(this.o.netnsPrefix, ns, name);
-    // A namespace by this name without a record: left by a crash mid-creation.
-    if (existsSync(join(NETNS_RUN_DIR, netnsName))) removeNetns(netnsName);
+    // A namespace by this name without a record: left by a crash mid-creation. (One a record
+    // holds belongs to another sandbox: never remove that one.)
+    if (existsSync(join(NETNS_RUN_DIR, netnsName))) {
+      const holder = this.o.records.list().find((r) => r.netnsName === netnsName);
+      if (holder) throw new PodnetError(ErrorCodes.NETNS_EXISTS, `the pod namespace ${netnsName} belongs to another sandbox (${holder.namespace}/${holder.name})`, { netns: netnsName });
+      removeNetns(netnsName);
+    }
     const allocation = this.o.ipam.allocate({ id: uid, namespace: ns, name, netns: join(NETNS_RUN_DIR, netnsName), ifname: 'eth0' });
     try {
       const rec = await createSandbox(this.o.host, this.o.net, {

@@ -18,10 +18,14 @@ function hash(text: string, n: number): string {
   return createHash('sha256').update(text).digest('hex').slice(0, n);
 }
 
-/** A netns prefix: letters, digits, "_", ".", "-", starting with a letter or digit, at most 40 characters. */
+/**
+ * A netns prefix: letters, digits, "_", ".", "-", starting with a letter or digit, at most
+ * 40 characters, without ".." (a netns name never holds "..", so such a prefix would make
+ * every pod's namespace name invalid).
+ */
 export function validateNetnsPrefix(prefix: unknown, field = 'netns prefix'): string {
-  if (typeof prefix !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$/.test(prefix)) {
-    throw new PodnetError(ErrorCodes.INVALID_NAME, `${field} ${JSON.stringify(prefix)} must be 1-40 letters, digits, "_", "." or "-", starting with a letter or digit`, { field });
+  if (typeof prefix !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$/.test(prefix) || prefix.includes('..')) {
+    throw new PodnetError(ErrorCodes.INVALID_NAME, `${field} ${JSON.stringify(prefix)} must be 1-40 letters, digits, "_", "." or "-", starting with a letter or digit, without ".."`, { field });
   }
   return prefix;
 }
@@ -29,7 +33,9 @@ export function validateNetnsPrefix(prefix: unknown, field = 'netns prefix'): st
 /** The network namespace name of pod NAMESPACE/NAME on a node using `prefix`. */
 export function podNetnsName(prefix: string, namespace: string, name: string): string {
   const full = `${prefix}${namespace}.${name}`;
-  if (full.length <= NETNS_MAX) return validateNetnsName(full);
+  // Readable names are at most 63 characters and hashed ones exactly 64, so no pod can pick
+  // a name equal to another pod's hashed one (create() removes a namespace of its name).
+  if (full.length < NETNS_MAX) return validateNetnsName(full);
   // Long names: keep a readable head, and a hash of the whole for uniqueness.
   const h = hash(`${namespace}/${name}`, 10);
   return validateNetnsName(`${full.slice(0, NETNS_MAX - h.length - 1)}-${h}`);
@@ -51,7 +57,11 @@ export function validateOwnerId(id: unknown, field = 'owner id'): string {
   return id;
 }
 
-/** The owner id of a CNI attachment (a container's interface). */
+/**
+ * The owner id of a CNI attachment (a container's interface): readable, plus a hash of
+ * the pair so that ("a-b", "c") and ("a", "b-c") never share one.
+ */
 export function cniOwnerId(containerId: string, ifname: string): string {
-  return validateOwnerId(`cni-${containerId}-${ifname}`, 'CNI attachment');
+  const h = hash(`${containerId}\0${ifname}`, 8);
+  return validateOwnerId(`cni-${containerId}-${ifname}-${h}`, 'CNI attachment');
 }
