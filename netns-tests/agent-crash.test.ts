@@ -8,9 +8,7 @@ import { execa } from 'execa';
 import type { Pod } from '../src/client/types.js';
 import { NetNS, Netlink } from '../src/kernel/index.js';
 import { Scope, insideOwnNetns, skipReason, waitFor } from './lib/harness.js';
-import { buildCluster } from './lib/cluster.js';
-import { startApi } from './lib/api.js';
-import { startAgent } from './lib/agents.js';
+import { oneNodeCluster } from './lib/agents.js';
 
 const skip = skipReason();
 const N = 200;
@@ -20,12 +18,7 @@ if (skip) {
 } else if (await insideOwnNetns(import.meta.url, 'agent-crash')) {
   const scope = new Scope('crash');
   t.teardown(() => scope.cleanup());
-  const cluster = await buildCluster(scope, { nodes: 1 });
-  await cluster.attachSelf('198.18.0.100');
-  const api = await startApi({ host: '198.18.0.100', nodes: ['n1'] });
-  scope.defer(() => api.cleanup());
-  const node = cluster.nodes[0]!;
-  const agent = await startAgent(scope, node, api);
+  const { node, api, agent } = await oneNodeCluster(scope);
   const pod = (name: string): Pod => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default', labels: { app: 'crash' } }, spec: { nodeName: 'n1', containers: [{ name: 'c', image: 'x' }] } });
   const running = async () => (await api.call<{ items: Pod[] }>('GET', '/api/v1/namespaces/default/pods')).body.items.filter((p) => p.status?.phase === 'Running' && p.status.podIP);
   const podNetns = () => readdirSync('/run/netns').filter((n) => n.startsWith(agent.netnsPrefix));

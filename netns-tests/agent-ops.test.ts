@@ -13,9 +13,8 @@ import type { Node, Pod } from '../src/client/types.js';
 import { NetNS, Netlink } from '../src/kernel/index.js';
 import { Cidr } from '../src/util/ipnet.js';
 import { Scope, insideOwnNetns, skipReason, waitFor } from './lib/harness.js';
-import { buildCluster } from './lib/cluster.js';
-import { ADMIN_TOKEN, nodeToken, startApi } from './lib/api.js';
-import { CLI, startAgent } from './lib/agents.js';
+import { ADMIN_TOKEN, nodeToken } from './lib/api.js';
+import { CLI, oneNodeCluster, startAgent } from './lib/agents.js';
 
 const skip = skipReason();
 
@@ -24,12 +23,9 @@ if (skip) {
 } else if (await insideOwnNetns(import.meta.url, 'agent-ops')) {
   const scope = new Scope('ops');
   t.teardown(() => scope.cleanup());
-  const cluster = await buildCluster(scope, { nodes: 1 });
-  await cluster.attachSelf('198.18.0.100');
-  const node = cluster.nodes[0]!;
-  const api = await startApi({ host: '198.18.0.100', nodes: ['n1'] });
-  scope.defer(() => api.cleanup());
-  let agent = await startAgent(scope, node, api);
+  const first = await oneNodeCluster(scope);
+  const { node, api } = first;
+  let agent = first.agent;
   const getPod = async (name: string) => (await api.call<Pod>('GET', `/api/v1/namespaces/default/pods/${name}`)).body;
   const createPod = (name: string) => api.call('POST', '/api/v1/namespaces/default/pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name }, spec: { nodeName: 'n1', containers: [{ name: 'c', image: 'x' }] } });
   const running = (name: string) => waitFor(async () => {

@@ -12,9 +12,7 @@ import type { Node, Pod } from '../src/client/types.js';
 import { alive } from '../src/kernel/pause.js';
 import { Cidr } from '../src/util/ipnet.js';
 import { Scope, insideOwnNetns, runPrefix, skipReason, waitFor, testTempDir } from './lib/harness.js';
-import { buildCluster } from './lib/cluster.js';
-import { startApi } from './lib/api.js';
-import { startAgent } from './lib/agents.js';
+import { oneNodeCluster } from './lib/agents.js';
 
 const PLUGIN = fileURLToPath(new URL('../../native/build/Release/podnet-cni', import.meta.url));
 const have = async (cmd: string) => (await execa(cmd, ['--version'], { reject: false }).catch(() => ({ exitCode: 1 }))).exitCode === 0;
@@ -35,12 +33,7 @@ if (skip) {
   sweepConflists();
   const scope = new Scope('rt');
   t.teardown(() => scope.cleanup());
-  const cluster = await buildCluster(scope, { nodes: 1 });
-  await cluster.attachSelf('198.18.0.100');
-  const node = cluster.nodes[0]!;
-  const api = await startApi({ host: '198.18.0.100', nodes: ['n1'] });
-  scope.defer(() => api.cleanup());
-  const agent = await startAgent(scope, node, api);
+  const { node, api, agent } = await oneNodeCluster(scope);
   const dir = testTempDir('rt');
   scope.defer(() => rmSync(dir, { recursive: true, force: true }));
   const inNode = (cmd: string, args: string[], opts: { env?: Record<string, string>; input?: string; timeout?: number } = {}) =>

@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { NetNS } from '../../src/kernel/index.js';
-import type { ApiProcess } from './api.js';
-import { nodeToken } from './api.js';
-import type { VNode } from './cluster.js';
+import type { ApiProcess, ApiProcessOptions } from './api.js';
+import { nodeToken, startApi } from './api.js';
+import { buildCluster } from './cluster.js';
+import type { VNode, VirtualCluster } from './cluster.js';
 import { runPrefix, testTempDir } from './harness.js';
 import type { Scope } from './harness.js';
 
@@ -112,4 +113,22 @@ function removeNetnsHard(name: string): void {
     }
   }
   NetNS.delete(name);
+}
+
+/** The address the test's own namespace takes on the underlay, where the api listens. */
+export const TEST_UNDERLAY_IP = '198.18.0.100';
+
+/**
+ * A one-node virtual cluster (node n1) whose `podnet api` listens in the test's own
+ * namespace on the underlay, and an agent in the node namespace. Everything is owned by
+ * `scope`.
+ */
+export async function oneNodeCluster(scope: Scope, opts: { api?: Omit<ApiProcessOptions, 'host' | 'nodes'>; agent?: AgentOptions } = {}): Promise<{ cluster: VirtualCluster; node: VNode; api: ApiProcess; agent: AgentProcess }> {
+  const cluster = await buildCluster(scope, { nodes: 1 });
+  await cluster.attachSelf(TEST_UNDERLAY_IP);
+  const api = await startApi({ ...(opts.api ?? {}), host: TEST_UNDERLAY_IP, nodes: ['n1'] });
+  scope.defer(() => api.cleanup());
+  const node = cluster.nodes[0]!;
+  const agent = await startAgent(scope, node, api, opts.agent ?? {});
+  return { cluster, node, api, agent };
 }

@@ -2,9 +2,9 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PodnetError } from '../util/errors.js';
 import { AGENT_PORT, readConfigFile, resolveConfig } from './config.js';
 import type { RawOptions } from './config.js';
+import { failure } from '../testing/errors.js';
 
 /** The smallest valid set of options; each case below changes one thing. */
 const BASE: RawOptions = {
@@ -15,15 +15,6 @@ const BASE: RawOptions = {
   kubeconfig: '/etc/podnet/kubeconfig',
 };
 
-function failure(fn: () => unknown): PodnetError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof PodnetError) return e;
-    throw e;
-  }
-  throw new Error('expected a PodnetError, nothing was thrown');
-}
 
 const tmp = mkdtempSync(join(tmpdir(), 'podnet-config-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

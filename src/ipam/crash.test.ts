@@ -30,7 +30,7 @@ interface ChildRun {
 
 /** Runs the writer for a random while after it is ready, then SIGKILLs it. */
 async function runAndKill(dir: string, round: number): Promise<ChildRun> {
-  const child = spawn(process.execPath, ['--import', join(here, 'testdata/register-ts.mjs'), join(here, 'testdata/crash-allocator.mjs'), dir, String(round)], {
+  const child = spawn(process.execPath, ['--import', join(here, '../testing/register-ts.mjs'), join(here, 'testdata/crash-allocator.mjs'), dir, String(round)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,18 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PodnetError } from '../util/errors.js';
 import { validateIfName, validateNetnsName } from '../util/validate.js';
 import { DEFAULT_NETNS_PREFIX, cniOwnerId, hostVethName, podNetnsName, validateNetnsPrefix, validateOwnerId } from './names.js';
+import { failure } from '../testing/errors.js';
 
-function failure(fn: () => unknown): PodnetError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof PodnetError) return e;
-    throw e;
-  }
-  throw new Error('expected a PodnetError, nothing was thrown');
-}
 
 // RFC 1123 names as Kubernetes has them: a namespace is a label (<= 63), a pod name a subdomain (<= 253).
 const ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';

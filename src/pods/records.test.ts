@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PodnetError } from '../util/errors.js';
 import { SandboxRecords } from './records.js';
 import type { SandboxRecord } from './records.js';
+import { failure } from '../testing/errors.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -52,15 +53,6 @@ function cniRecord(containerId: string, ifname = 'eth0'): SandboxRecord {
   };
 }
 
-function failure(fn: () => unknown): PodnetError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof PodnetError) return e;
-    throw e;
-  }
-  throw new Error('expected a PodnetError, nothing was thrown');
-}
 
 describe('SandboxRecords', () => {
   it('creates <stateDir>/sandboxes, private to the agent, and starts empty', () => {

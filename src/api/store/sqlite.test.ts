@@ -326,7 +326,7 @@ describe('SqliteStore', () => {
   it('an acknowledged write survives kill -9', async () => {
     const dir = tempDir();
     const here = fileURLToPath(new URL('.', import.meta.url));
-    const child = spawn(process.execPath, ['--import', join(here, 'testdata/register-ts.mjs'), join(here, 'testdata/crash-writer.mjs'), dir], {
+    const child = spawn(process.execPath, ['--import', join(here, '../../testing/register-ts.mjs'), join(here, 'testdata/crash-writer.mjs'), dir], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

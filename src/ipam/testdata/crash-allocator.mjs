@@ -11,7 +11,7 @@
  * Whatever it printed as acknowledged must hold after `kill -9`; a started release may
  * or may not have happened.
  *
- * Usage: node --import ./register-ts.mjs crash-allocator.mjs DIR ROUND
+ * Usage: node --import src/testing/register-ts.mjs crash-allocator.mjs DIR ROUND
  */
 import { FileStore } from '../filestore.js';
 import { IpamAllocator } from '../allocator.js';

@@ -5,7 +5,7 @@
  * is printed to stdout only after its promise resolved ("k N" / "c N"). Whatever it
  * printed must be in the store after `kill -9`.
  *
- * Usage: node --import ./register-ts.mjs crash-writer.mjs DIR
+ * Usage: node --import src/testing/register-ts.mjs crash-writer.mjs DIR
  */
 import { SqliteStore } from '../sqlite.js';
 

@@ -1,9 +1,9 @@
 /**
- * Module hooks that let a plain `node` child process import the IPAM TypeScript
+ * Module hooks that let a plain `node` child process import podnet's TypeScript
  * sources directly (no build step): `./x.js` resolves to `./x.ts` when only the .ts
  * exists, and .ts files are transpiled with the project's own TypeScript compiler.
- * Registered by ./register-ts.mjs; used by the IPAM crash test's allocator child.
- * A copy of src/api/store/testdata/ts-hooks.mjs: rooms do not share code.
+ * Registered by ./register-ts.mjs; used by the crash tests' children (the store's writer,
+ * the IPAM allocator), which are killed with SIGKILL and must run the sources under test.
  */
 import { readFile } from 'node:fs/promises';
 import ts from 'typescript';
