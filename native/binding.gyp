@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "podnet_native",
-      "sources": ["src/addon.cc", "src/nsutil.c"],
+      "sources": ["src/addon.cc", "src/nsutil.c", "src/udptun.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-O2"],

@@ -17,6 +17,7 @@
 //                         false when the link (or the namespace) is already gone
 //  reap(pid)              waitpid(pid, WNOHANG): true once a child spawned so has been reaped
 //                         (or is not our child); libuv only reaps what it spawned itself
+//  udpTunnelOpen(opts)    the UDP transport's TUN<->UDP packet loop on its own thread (udptun.cc)
 //
 // Errors are thrown as Error objects with `code` (errno name), `errno`, `syscall`, `path`.
 #include <napi.h>
@@ -46,6 +47,7 @@
 extern char** environ;
 
 #include "nsutil.h"
+#include "udptun.h"
 
 namespace {
 
@@ -364,6 +366,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("deleteNetns", Napi::Function::New(env, DeleteNetns, "deleteNetns"));
   exports.Set("nsType", Napi::Function::New(env, NsType, "nsType"));
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
+  podnet::InitUdpTunnel(env, exports);  // udpTunnelOpen: the UDP transport's packet loop (udptun.cc)
   return exports;
 }
 

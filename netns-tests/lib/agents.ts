@@ -28,8 +28,8 @@ export interface AgentProcess {
   proc: ChildProcess;
   /** Ends the agent (SIGTERM, or SIGKILL for a crash) and waits for it to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts it again with the same options (after kill). */
-  restart(): Promise<void>;
+  /** Starts it again with the same options (after kill), or another --backend. */
+  restart(o?: { backend?: string }): Promise<void>;
   logs(): string;
   /** The pod namespace name of NAMESPACE/NAME on this node (what `podnet pod netns` prints). */
   netnsOf(namespace: string, name: string): Promise<string>;
@@ -57,6 +57,7 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
     ...(api.certs ? ['--ca-file', api.certs.caFile] : []),
     '--node-name', node.name,
     '--node-ip', node.ip,
+    ...(node.ipv6 ? ['--node-ipv6', node.ipv6] : []),
     '--cluster-cidr', opts.clusterCidr ?? '10.244.0.0/16',
     ...(opts.clusterCidrV6 ? ['--cluster-cidr-v6', opts.clusterCidrV6] : []),
     '--state-dir', stateDir,
@@ -80,7 +81,8 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
       p.kill(signal);
       await exited;
     },
-    async restart() {
+    async restart(o: { backend?: string } = {}) {
+      if (o.backend) args[args.indexOf('--backend') + 1] = o.backend;
       const p = spawn('nsenter', ['--net=' + node.netns.path, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PODNET_LOG_LEVEL: process.env.PODNET_LOG_LEVEL ?? 'info' } });
       agent.proc = p;
       scope.own(p.pid!);

@@ -17,6 +17,8 @@ export interface VNode {
   nl: Netlink;
   /** Underlay address (198.18.0.i). */
   ip: string;
+  /** IPv6 underlay address (2001:2::i, RFC 5180's benchmarking range), with `underlayV6`. */
+  ipv6: string | undefined;
   /** Underlay interface inside the node namespace. */
   iface: string;
 }
@@ -42,6 +44,8 @@ export interface ClusterOptions {
   mtu?: number;
   /** Third octet of the underlay /24 (198.18.<n>.0/24). Default 0. */
   underlayNet?: number;
+  /** Also give nodes IPv6 underlay addresses 2001:2::<i>/64. */
+  underlayV6?: boolean;
 }
 
 export async function buildCluster(scope: Scope, opts: ClusterOptions = {}): Promise<VirtualCluster> {
@@ -59,9 +63,11 @@ export async function buildCluster(scope: Scope, opts: ClusterOptions = {}): Pro
     await fabricNl.links.ensure({ kind: 'veth', name: `u${port}`, mtu, master: 'br0', up: true, peer: { name: 'eth0', netns } });
     await nl.links.setUp('eth0');
     await nl.addrs.ensure('eth0', `${ip}/24`);
+    const ipv6 = opts.underlayV6 ? `2001:2::${Number(ip.split('.')[3]).toString(16)}` : undefined;
+    if (ipv6) await nl.addrs.ensure('eth0', `${ipv6}/64`, { nodad: true });
     setSysctl(netns, 'net.ipv4.ip_forward', '1');
     setSysctl(netns, 'net.ipv6.conf.all.forwarding', '1');
-    return { name, netns, nl, ip, iface: 'eth0' };
+    return { name, netns, nl, ip, ipv6, iface: 'eth0' };
   };
   const attachSelf = async (ip: string): Promise<void> => {
     // Never the machine's root namespace: only a test's own one (insideOwnNetns sets this).

@@ -6,8 +6,7 @@
  * pause processes and adopted by the next agent.
  */
 import { mkdirSync } from 'node:fs';
-import { familyOf } from '../util/ipnet.js';
-import type { Cidr } from '../util/ipnet.js';
+import { Cidr } from '../util/ipnet.js';
 import { KubeClient, configFromFlags, loadKubeconfig } from '../client/index.js';
 import type { ClientConfig } from '../client/index.js';
 import { NETNS_RUN_DIR, Netlink } from '../kernel/index.js';
@@ -17,13 +16,15 @@ import { FileStore, IpamAllocator } from '../ipam/index.js';
 import { SandboxRecords } from '../pods/records.js';
 import { BRIDGE, ensureBridge } from '../pods/sandbox.js';
 import type { NodeNetwork } from '../pods/sandbox.js';
-import { podMtu } from '../transport/mtu.js';
+import { createBackend, removeOtherBackends } from '../transport/index.js';
+import { TransportController } from './transport.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
 import { applyMasquerade } from './masquerade.js';
 import { writeAgentSettings } from './settings.js';
 import { AgentMetrics } from './metrics.js';
+import { UdpBackend } from '../transport/udp.js';
 import { NodeRegistration } from './node.js';
 import { PodReconciler } from './pods.js';
 import { AgentServer, tokenReviewAuthenticator } from './server.js';
@@ -44,6 +45,7 @@ function gatewayOf(subnet: Cidr): string {
 export class Agent {
   readonly metrics = new AgentMetrics({ processMetrics: true });
   private reconciler: PodReconciler | undefined;
+  private transport: TransportController | undefined;
   private ready = false;
 
   constructor(
@@ -71,7 +73,6 @@ export class Agent {
       const nodeAddr = addrs.find((a) => a.ip === cfg.nodeIP);
       if (!nodeAddr) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `--node-ip ${cfg.nodeIP} is not an address of this host`, { field: 'node-ip' });
       const iface = cfg.iface ? await host.links.require(cfg.iface) : await host.links.require(nodeAddr.devIndex);
-      const mtu = cfg.mtu ?? podMtu(cfg.backend, iface.mtu, familyOf(cfg.nodeIP));
       setSysctl(undefined, 'net.ipv4.ip_forward', '1');
       if (cfg.networks.some((n) => n.cidr.family === 6)) setSysctl(undefined, 'net.ipv6.conf.all.forwarding', '1');
 
@@ -82,10 +83,25 @@ export class Agent {
       closers.push(() => store.close());
       const ipam = await IpamAllocator.open(store, { subnets: subnets.map(String) });
       const records = SandboxRecords.open(cfg.stateDir, (file, err) => log.warn({ file, err: formatError(err) }, 'skipped an unreadable sandbox record'));
+      // The transport: its devices, the MTU it leaves to pods, the data its peers need.
+      const prefixes = addrs.filter((a) => a.devIndex === iface.index && a.scope === 0).map((a) => Cidr.parse(`${a.ip}/${a.prefix}`, 'underlay', { strict: false }));
+      const backend = createBackend(cfg.backend, {
+        nl: host,
+        self: { name: cfg.nodeName, ip: cfg.nodeIP, ipv6: cfg.nodeIPv6, subnets, underlay: { name: iface.name, mtu: iface.mtu, prefixes } },
+        log: log.child({ component: 'transport' }),
+        mtu: cfg.mtu,
+        directRouting: cfg.directRouting,
+      });
+      await removeOtherBackends(host, cfg.backend);
+      const transportReg = await backend.register();
+      closers.push(() => backend.close?.());
+      if (backend instanceof UdpBackend) this.metrics.udpTunnel = backend;
+      const mtu = transportReg.mtu;
+      await retryUntil(signal, log, 'publishing the transport data', () => reg.annotate(transportReg.publish));
       const net: NodeNetwork = { bridge: BRIDGE, mtu, gateways: subnets.map((s) => ({ ip: gatewayOf(s), prefix: s.prefix, family: s.family })) };
       await ensureBridge(host, net);
       await applyMasquerade(cfg.networks.map((n) => n.cidr), cfg.masquerade);
-      log.info({ subnets: subnets.map(String), bridge: BRIDGE, mtu, backend: cfg.backend, masquerade: cfg.masquerade }, 'node network ready');
+      log.info({ subnets: subnets.map(String), bridge: BRIDGE, mtu, backend: cfg.backend, underlay: iface.name, masquerade: cfg.masquerade }, 'node network ready');
 
       const cni = new AgentCniHandler({ host, net, records, ipam, log: log.child({ component: 'cni' }), metrics: this.metrics, ready: () => this.ready });
       const cniServer = new CniServer({ socketPath: cfg.cniSocket, handler: cni, log: log.child({ component: 'cni' }) });
@@ -124,16 +140,19 @@ export class Agent {
       const gauges = setInterval(() => this.updateGauges(ipam, records), 5000);
       closers.push(() => clearInterval(gauges));
 
+      const transport = new TransportController({ client, backend, registration: reg, nodeName: cfg.nodeName, log: log.child({ component: 'transport' }), metrics: this.metrics, resyncMs: cfg.resyncMs });
+      this.transport = transport;
       const heartbeat = reg.run(signal);
       const pods = reconciler.run(signal);
+      const peers = transport.run(signal);
       void (async () => {
-        while (!signal.aborted && !reconciler.ready) await new Promise((r) => setTimeout(r, 50));
+        while (!signal.aborted && !(reconciler.ready && transport.ready)) await new Promise((r) => setTimeout(r, 50));
         if (signal.aborted) return;
         this.ready = true;
         await reg.setReady(true, 'PodnetAgentReady', 'podnet agent is ready: pod network configured').catch((e: unknown) => log.warn({ err: formatError(e) }, 'cannot report the node ready'));
       })();
       log.info({ listen: `${cfg.listen.host}:${server.port}`, cniSocket: cfg.cniSocket }, 'podnet agent running');
-      await Promise.all([heartbeat, pods]);
+      await Promise.all([heartbeat, pods, peers]);
     } finally {
       for (const c of closers.reverse()) {
         try {

@@ -1,6 +1,7 @@
 /**
  * `podnet cleanup`: removes everything podnet made on this host — pod sandboxes and their
- * pause processes, pod namespaces with the node's prefix, podnet veths, the bridge,
+ * pause processes, pod namespaces with the node's prefix, podnet veths, the bridge, the
+ * transports' devices and routes,
  * podnet's nft tables, and the node's state (IPAM journal, subnet claim, records).
  * Idempotent; refuses while an agent holds the state dir (it would fight the agent).
  * The API objects (the Node and its subnet) are left alone: the next agent reuses them,
@@ -16,6 +17,7 @@ import { BRIDGE, destroySandbox } from '../pods/sandbox.js';
 import { formatError, isPodnetError, ErrorCodes } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { NFT_TABLE } from './masquerade.js';
+import { teardownAll } from '../transport/index.js';
 import { readAgentSettings } from './settings.js';
 import { removeNetns } from './pods.js';
 
@@ -63,6 +65,7 @@ export async function cleanup(opts: { nodeName: string; stateDir: string; netnsP
         if (await host.links.delete(l.index)) report.links++;
       }
     }
+    await teardownAll(host);
     for (const fam of ['ip', 'ip6'] as const) await nftDeleteTable(fam, NFT_TABLE);
   } finally {
     host.close();

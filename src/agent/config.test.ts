@@ -110,6 +110,7 @@ describe('resolveConfig accepts good options', () => {
       networks: [{ cidr: expect.objectContaining({ family: 4, network: '10.244.0.0', prefix: 16 }), subnetSize: 24 }],
       stateDir: '/var/lib/podnet/agent',
       backend: 'vxlan',
+      directRouting: false,
       proxyMode: 'nftables',
       listen: { host: '198.18.0.1', port: AGENT_PORT },
       masquerade: true,
@@ -239,6 +240,14 @@ describe('readConfigFile', () => {
     const e = failure(() => readConfigFile(file('{"Network":"10.244.0.0/16","EnableIPv6":"true"}', 'json')));
     expect(e.code).toBe('PODNET_INVALID_ARGUMENT');
     expect(e.message).toMatch(/^config key "EnableIPv6" must be true or false/);
+  });
+
+  it('takes flannel vxlan DirectRouting; resolveConfig insists on a boolean', () => {
+    const c = readConfigFile(file('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}', 'json'));
+    expect(c).toEqual({ clusterCidr: '10.244.0.0/16', backend: 'vxlan', directRouting: true });
+    expect(resolveConfig({ ...BASE, ...c }).directRouting).toBe(true);
+    const e = failure(() => resolveConfig({ ...BASE, directRouting: 'yes' }));
+    expect(e.message).toMatch(/directRouting|--direct-routing/);
   });
 
   it('ignores a flannel Backend without a Type', () => {

@@ -50,6 +50,8 @@ export interface AgentConfig {
   netnsPrefix: string;
   /** The CNI plugin's socket (the agent serves CNI requests there). */
   cniSocket: string;
+  /** vxlan: reach peers on the same layer-2 network by plain routes (flannel's DirectRouting). */
+  directRouting: boolean;
   /** Pod MTU override; default from the transport and the underlay MTU. */
   mtu: number | undefined;
   /** Sandboxes created or removed at once. */
@@ -67,7 +69,7 @@ export type RawOptions = Record<string, unknown>;
 const KEYS = [
   'kubeconfig', 'server', 'token', 'tokenFile', 'caFile', 'insecureSkipTlsVerify',
   'nodeName', 'nodeIp', 'nodeIpv6', 'iface', 'clusterCidr', 'clusterCidrV6', 'nodeSubnetSize', 'nodeSubnetSizeV6',
-  'stateDir', 'backend', 'proxyMode', 'listen', 'masquerade', 'netnsPrefix', 'cniSocket', 'mtu', 'podConcurrency', 'resyncPeriod',
+  'stateDir', 'backend', 'directRouting', 'proxyMode', 'listen', 'masquerade', 'netnsPrefix', 'cniSocket', 'mtu', 'podConcurrency', 'resyncPeriod',
 ] as const;
 
 const invalid = (field: string, reason: string) => new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field} ${reason}`, { field });
@@ -104,6 +106,8 @@ export function readConfigFile(path: string): RawOptions {
     else if (k === 'Backend') {
       const t = (v as { Type?: unknown } | null)?.Type;
       if (t !== undefined) out.backend = typeof t === 'string' ? t.toLowerCase() : t;
+      const dr = (v as { DirectRouting?: unknown } | null)?.DirectRouting;
+      if (dr !== undefined) out.directRouting = dr;
     } else {
       const key = camel(k);
       if (!(KEYS as readonly string[]).includes(key)) throw invalid(`config key ${JSON.stringify(k)}`, `is not an agent option (known: ${KEYS.join(', ')}, and flannel's Network, IPv6Network, SubnetLen, IPv6SubnetLen, Backend.Type)`);
@@ -229,6 +233,7 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
     proxyMode: proxyMode as ProxyMode,
     listen: { host: parseIP(host), port },
     masquerade: bool(o, 'masquerade', '--masquerade') ?? true,
+    directRouting: bool(o, 'directRouting', '--direct-routing') ?? false,
     netnsPrefix,
     cniSocket,
     mtu: int(o, 'mtu', '--mtu', 576, 65535),

@@ -43,6 +43,8 @@ export class NodeRegistration {
   private readyText: { ready: boolean; reason: string; message: string } = { ready: false, reason: 'PodnetAgentStarting', message: 'podnet agent is starting' };
   private lastStatus = 0;
   private transitionAt = time();
+  /** Conditions other parts of the agent report (the transport's), by type. */
+  private readonly extra = new Map<string, Condition>();
 
   constructor(
     client: KubeClient,
@@ -81,6 +83,18 @@ export class NodeRegistration {
     if (ready !== this.readyText.ready) this.transitionAt = time();
     this.readyText = { ready, reason, message };
     if (changed) await this.reportStatus();
+  }
+
+  /**
+   * Sets a condition of this node besides Ready (e.g. the transport's), written at once
+   * when it changed and with every status heartbeat.
+   */
+  async setCondition(type: string, ok: boolean, reason: string, message: string): Promise<void> {
+    const prev = this.extra.get(type);
+    const status = ok ? ('True' as const) : ('False' as const);
+    if (prev && prev.status === status && prev.reason === reason && prev.message === message) return;
+    this.extra.set(type, { type, status, reason, message, lastTransitionTime: prev?.status === status ? prev.lastTransitionTime! : time() });
+    await this.reportStatus();
   }
 
   /** Renews the Lease, and the status heartbeat when due. */
@@ -128,7 +142,7 @@ export class NodeRegistration {
     const addresses = [{ type: 'InternalIP' as const, address: id.nodeIP }, ...(id.nodeIPv6 ? [{ type: 'InternalIP' as const, address: id.nodeIPv6 }] : []), { type: 'Hostname' as const, address: id.nodeName }];
     const status = {
       addresses,
-      conditions: [ready],
+      conditions: [ready, ...[...this.extra.values()].map((c) => ({ ...c, lastHeartbeatTime: now }))],
       daemonEndpoints: { kubeletEndpoint: { Port: id.agentPort } },
       nodeInfo: { kernelVersion: release(), osImage: 'Linux', architecture: arch(), operatingSystem: 'linux', kubeletVersion: `podnet-${version}`, kubeProxyVersion: `podnet-${version}`, containerRuntimeVersion: 'podnet://pause' },
     };

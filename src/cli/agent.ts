@@ -32,6 +32,7 @@ export function agentCommand(): Command {
     .option('--node-subnet-size-v6 <n>', 'prefix length of each node\'s IPv6 pod subnet (default 64)')
     .option('--state-dir <dir>', 'node state: IPAM journal, subnet claim, sandbox records (e.g. /var/lib/podnet/agent)')
     .addOption(new Option('--backend <name>', 'transport between nodes (default vxlan)').choices([...BACKENDS]))
+    .option('--direct-routing', 'vxlan: reach nodes on the same layer-2 network by plain routes (flannel DirectRouting)')
     .addOption(new Option('--proxy-mode <mode>', 'service VIP mode (default nftables)').choices([...PROXY_MODES]))
     .option('--listen <ip:port>', `HTTP endpoint for /healthz, /readyz, /metrics (default <node-ip>:${AGENT_PORT})`)
     .option('--no-masquerade', 'do not SNAT pod traffic leaving the cluster CIDR')

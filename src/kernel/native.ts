@@ -21,6 +21,65 @@ export interface NativeAddon {
   reap(pid: number): boolean;
   /** RTM_DELLINK of `name` in the namespace at `nsPath`, on a libuv thread; false when already gone. */
   deleteLinkAsync(nsPath: string, name: string): Promise<boolean>;
+  /**
+   * The UDP transport's packet loop (native/src/udptun.cc): opens the TUN `tunName`
+   * (IFF_TUN | IFF_NO_PI, plus IFF_VNET_HDR + TUNSETOFFLOAD with `offload`) and a UDP socket
+   * bound to local:port, both in the calling thread's network namespace. Nothing runs until
+   * `start()`. Validated and wrapped by src/kernel/udptunnel.ts.
+   */
+  udpTunnelOpen(opts: UdpTunnelNativeOptions): UdpTunnelHandle;
+}
+
+export interface UdpTunnelNativeOptions {
+  tunName: string;
+  /** Underlay address to bind: 4 bytes (IPv4 socket) or 16 bytes (IPv6 socket). */
+  local: Buffer;
+  port: number;
+  /** Largest inner packet (the TUN's MTU). */
+  mtu: number;
+  /** TUN offloads: TSO super-packets in, userspace segmentation, GRO'd super-packets out. */
+  offload: boolean;
+  /** Socket offloads: UDP_SEGMENT sends and UDP_GRO receives. */
+  udpOffload: boolean;
+  /** Packets per TUN read batch and buffers per recvmmsg. */
+  batch: number;
+  sndbuf?: number;
+  rcvbuf?: number;
+}
+
+/** Counter names of the native loop (see PN_COUNTERS in udptun.cc). */
+export type UdpTunnelCounter =
+  | 'txPackets' | 'txBytes' | 'txTunReads' | 'txTunGso' | 'txSendCalls' | 'txGsoSends' | 'txGsoFallbacks'
+  | 'rxPackets' | 'rxBytes' | 'rxDatagrams' | 'rxRecvCalls' | 'rxGroBatches' | 'rxTunWrites' | 'rxCoalesced'
+  | 'dropTxNoRoute' | 'dropTxMalformed' | 'dropTxOversized' | 'dropTxUnsupported' | 'dropTxSendError' | 'dropTxBackpressure'
+  | 'dropRxShort' | 'dropRxMalformed' | 'dropRxTruncated' | 'dropRxOversized' | 'dropRxUnknownPeer' | 'dropRxSpoofed'
+  | 'dropRxBadChecksum' | 'dropRxTunWriteError'
+  | 'tunReadErrors' | 'sockRecvErrors' | 'loopIterations' | 'loopWakeups' | 'tableSwaps' | 'lastErrno';
+
+export interface UdpTunnelNativeInfo {
+  running: boolean;
+  stopped: boolean;
+  /** Kernel thread id of the loop thread (/proc/self/task/TID), 0 when not running. */
+  threadId: number;
+  offload: boolean;
+  udpOffload: boolean;
+  udpGro: boolean;
+  udpGso: boolean;
+  batch: number;
+  mtu: number;
+  entries: number;
+  peers: number;
+}
+
+export interface UdpTunnelHandle {
+  /** Starts the loop thread (no-op when running; an error once stopped). */
+  start(): void;
+  /** Joins the thread and closes the fds; idempotent. */
+  stop(): void;
+  /** Installs an encoded peer table (TypeError when the encoding is invalid). */
+  setPeers(table: Buffer): void;
+  stats(): Record<UdpTunnelCounter, number>;
+  info(): UdpTunnelNativeInfo;
 }
 
 /** CLONE_NEWNET: the value NS_GET_NSTYPE returns for a network namespace. */
