@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   kernel: () => import('./kernel.js'),
   api: () => import('./api.js'),
   pods: () => import('./pods.js'),
+  transport: () => import('./transport.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -18,16 +18,14 @@
  * packet, sendmmsg/recvmmsg batches only); podnet-plain-batch1 (the same, one packet per
  * syscall: what batching buys); podnet-batch8 / podnet-batch128 (batch sizes with offloads).
  */
-import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { execa } from 'execa';
-import type { ResultPromise } from 'execa';
 import { UdpTunnel } from '../../src/kernel/udptunnel.js';
 import type { UdpTunnelOptions, UdpTunnelStats } from '../../src/kernel/udptunnel.js';
-import { Scope, runPrefix, sh, sweepLeftovers, waitFor } from '../../netns-tests/lib/harness.js';
+import { Scope, runPrefix, sweepLeftovers } from '../../netns-tests/lib/harness.js';
 import { addPod, buildCluster } from '../../netns-tests/lib/cluster.js';
 import type { VNode, VPod } from '../../netns-tests/lib/cluster.js';
 import { table, writeResults } from './lib.js';
+import { iperf, procCpu, startSocatTunnel } from './fabric.js';
 
 interface ModeResult {
   mode: string;
@@ -58,81 +56,19 @@ function arg(argv: string[], name: string): string | undefined {
   return i >= 0 ? argv[i + 1] : undefined;
 }
 
-function procCpu(pid: number): number {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/** [idle, total] jiffies of all CPUs (/proc/stat). */
-function machineCpu(): [number, number] {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return [f[3]! + (f[4] ?? 0), f.reduce((a, b) => a + b, 0)];
-}
-
-async function iperf(server: VPod, client: VPod, seconds: number): Promise<{ gbps: number; retransmits: number; idle: number }> {
-  const srv = execa('nsenter', ['--net=' + server.netns.path, '--', 'iperf3', '-s', '-1'], { reject: false });
-  try {
-    await waitFor(async () => String((await sh(server.netns, 'ss', ['-Htln', 'sport = :5201'])).stdout).includes('5201'), 5000, 'iperf3 server');
-    const m0 = machineCpu();
-    const r = await sh(client.netns, 'iperf3', ['-c', server.ip, '-t', String(seconds), '-J'], { timeout: (seconds + 30) * 1000 });
-    const m1 = machineCpu();
-    const idle = (m1[0] - m0[0]) / (m1[1] - m0[1]);
-    const j = JSON.parse(String(r.stdout)) as { end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } } };
-    return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits ?? 0, idle };
-  } finally {
-    srv.kill('SIGKILL');
-    await srv;
-  }
-}
-
 async function routeVia(nodes: VNode[], dev: string): Promise<void> {
-  for (const [i, n] of nodes.entries()) {
-    const other = 2 - i;
-    await n.nl.routes.ensure({ dst: `10.244.${other}.0/24`, dev });
-  }
+  for (const [i, n] of nodes.entries()) await n.nl.routes.ensure({ dst: `10.244.${2 - i}.0/24`, dev });
 }
 
 async function runSocat(scope: Scope, nodes: VNode[], pods: VPod[], seconds: number): Promise<ModeResult> {
-  const procs: (ResultPromise | undefined)[] = [];
-  const exited = new Set<ResultPromise>();
-  const spawn = (i: number) => {
-    const n = nodes[i]!;
-    const peer = nodes[1 - i]!;
-    const p = execa(
-      'nsenter',
-      ['--net=' + n.netns.path, '--', 'socat', `UDP:${peer.ip}:8286,bind=${n.ip}:8286`, `TUN:10.244.${i + 1}.254/32,tun-name=pnsocat,iff-up,iff-no-pi`],
-      { reject: false },
-    );
-    if (p.pid) scope.own(p.pid);
-    void p.then(() => exited.add(p));
-    procs[i] = p;
-  };
+  const tunnel = await startSocatTunnel(scope, nodes);
   try {
-    // A connected UDP socket dies of ECONNREFUSED when its TUN emits a packet (an IPv6
-    // router solicitation) before the peer's socat listens: restart until both stay up.
-    for (let attempt = 0; ; attempt++) {
-      for (const i of nodes.keys()) if (!procs[i] || exited.has(procs[i]!)) spawn(i);
-      await new Promise((r) => setTimeout(r, 400));
-      if (procs.every((p) => p && !exited.has(p))) break;
-      if (attempt === 10) throw new Error(`socat keeps exiting: ${String((await procs.find((p) => p && exited.has(p)))?.stderr)}`);
-    }
-    for (const n of nodes) {
-      await waitFor(async () => (await n.nl.links.get('pnsocat')) !== undefined, 5000, 'socat tun');
-      await n.nl.links.ensure({ kind: 'tun', name: 'pnsocat', mtu: 1472, up: true });
-    }
-    await routeVia(nodes, 'pnsocat');
-    const c0 = procs.map((p) => procCpu(p!.pid!));
+    const c0 = tunnel.pids.map(procCpu);
     const r = await iperf(pods[1]!, pods[0]!, seconds);
-    const c1 = procs.map((p) => procCpu(p!.pid!));
+    const c1 = tunnel.pids.map(procCpu);
     return { mode: 'socat', ...r, cpuTx: c1[0]! - c0[0]!, cpuRx: c1[1]! - c0[1]!, seconds, notes: 'socat TUN<->UDP, one process per node' };
   } finally {
-    for (const p of procs) p?.kill('SIGKILL');
-    await Promise.all(procs);
+    await tunnel.stop();
   }
 }
 
