@@ -129,6 +129,16 @@ export async function transportSuite(t: Test, o: SuiteOptions): Promise<void> {
     }
   });
 
+  await t.test('a node reaches the pods of other nodes (host-network clients, probes), both families', async (t) => {
+    for (const [node, pod] of [['n1', 'c'], ['n2', 'e'], ['n3', 'a']] as const) {
+      for (const ip of await podIPs(pod)) {
+        let r = await execa('nsenter', ['--net=' + nodeOf(node).netns.path, '--', 'ping', '-c', '1', '-W', '2', ip], { reject: false });
+        if (r.exitCode !== 0) r = await execa('nsenter', ['--net=' + nodeOf(node).netns.path, '--', 'ping', '-c', '1', '-W', '2', ip], { reject: false });
+        t.equal(r.exitCode, 0, `node ${node} -> pod ${pod} (${PODS[pod]}) ${ip}`);
+      }
+    }
+  });
+
   await t.test('the pod MTU crosses nodes with DF set; one byte more is refused, never silently dropped', async (t) => {
     const a = await netnsOf('a', 'n1');
     const [cIP] = await podIPs('c');

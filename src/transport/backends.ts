@@ -4,12 +4,13 @@
  * with reconcile.ts; teardown() removes its devices and every podnet route.
  */
 import { createHash } from 'node:crypto';
+import type { Cidr } from '../util/ipnet.js';
 import type { Netlink } from '../kernel/index.js';
 import { deleteLinkOffThread } from '../kernel/offthread.js';
 import type { Logger } from '../util/log.js';
 import { familyOf } from '../util/ipnet.js';
 import { podMtu } from './mtu.js';
-import { UDP_DEV, UDP_PORT, VXLAN_DEV, VXLAN_VNI, planHostGw, planUdp, planVxlan, vxlanGateway } from './plan.js';
+import { UDP_DEV, UDP_PORT, VXLAN_DEV, VXLAN_VNI, planHostGw, planUdp, planVxlan, tunnelAddress } from './plan.js';
 import { RTPROT_PODNET, applyState } from './reconcile.js';
 import type { Backend, LocalNode, Peer, Registration, SyncReport } from './types.js';
 import { emptyState } from './types.js';
@@ -34,6 +35,11 @@ export function vtepMac(nodeName: string): string {
   const h = createHash('sha256').update(`podnet-vtep:${nodeName}`).digest();
   const b = [0x0a, h[0]!, h[1]!, h[2]!, h[3]!, h[4]!];
   return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** The node subnets' network addresses on a tunnel device (10.244.1.0/32, fd00:..:1::/128). */
+export async function ensureTunnelAddresses(nl: Netlink, dev: string, subnets: Cidr[]): Promise<void> {
+  for (const s of subnets) await nl.addrs.ensure(dev, `${tunnelAddress(s)}/${s.family === 4 ? 32 : 128}`, { nodad: s.family === 6, noprefixroute: true });
 }
 
 /** Deletes every route podnet's transports installed (any table, any device). */
@@ -88,7 +94,7 @@ export class VxlanBackend implements Backend {
       { kind: 'vxlan', name: VXLAN_DEV, vni: this.o.vni ?? VXLAN_VNI, port: this.o.vxlanPort ?? 8472, local: self.ip, dev: self.underlay.name, learning: false, mac: this.mac, mtu, up: true },
       { recreate: true },
     );
-    for (const s of self.subnets) await this.o.nl.addrs.ensure(VXLAN_DEV, `${vxlanGateway(s)}/${s.family === 4 ? 32 : 128}`, { nodad: s.family === 6, noprefixroute: true });
+    await ensureTunnelAddresses(this.o.nl, VXLAN_DEV, self.subnets);
     return { mtu, publish: { [BACKEND_DATA_ANNOTATION]: JSON.stringify({ VNI: this.o.vni ?? VXLAN_VNI, VtepMAC: this.mac }) } };
   }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Cidr } from '../util/ipnet.js';
 import { vtepMac } from './backends.js';
-import { UDP_DEV, UDP_PORT, VXLAN_DEV, onLink, planHostGw, planUdp, planVxlan, vxlanGateway } from './plan.js';
+import { UDP_DEV, UDP_PORT, VXLAN_DEV, onLink, planHostGw, planUdp, planVxlan, tunnelAddress } from './plan.js';
 import type { LocalNode, Peer } from './types.js';
 
 const c = (s: string) => Cidr.parse(s);
@@ -130,8 +130,8 @@ describe('planVxlan (flannel L3 model)', () => {
   });
 
   it('the gateway of a subnet is its network address', () => {
-    expect(vxlanGateway(c('10.244.7.0/24'))).toBe('10.244.7.0');
-    expect(vxlanGateway(c('fd00:10:244:7::/64'))).toBe('fd00:10:244:7::');
+    expect(tunnelAddress(c('10.244.7.0/24'))).toBe('10.244.7.0');
+    expect(tunnelAddress(c('fd00:10:244:7::/64'))).toBe('fd00:10:244:7::');
   });
 });
 

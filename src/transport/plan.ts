@@ -66,8 +66,12 @@ export function planHostGw(self: LocalNode, peers: Peer[]): DesiredState {
   return out;
 }
 
-/** The gateway of a subnet on the vxlan device: its network address (10.244.2.0, fd00:..:2::). */
-export function vxlanGateway(subnet: Cidr): string {
+/**
+ * A node subnet's address on a tunnel device: its network address (10.244.2.0, fd00:..:2::).
+ * vxlan peers route via it; on podnet.1 / podnet.udp it is the source of the node's own
+ * traffic to remote pods.
+ */
+export function tunnelAddress(subnet: Cidr): string {
   return subnet.network;
 }
 
@@ -94,7 +98,7 @@ export function planVxlan(self: LocalNode, peers: Peer[], opts: { directRouting?
       continue;
     }
     for (const s of peer.subnets) {
-      const gw = vxlanGateway(s);
+      const gw = tunnelAddress(s);
       out.routes.push({ dst: s.toString(), via: gw, dev: VXLAN_DEV, onlink: true });
       out.neighbours.push({ dev: VXLAN_DEV, ip: gw, mac });
     }

@@ -9,7 +9,7 @@ import { UdpTunnel } from '../kernel/udptunnel.js';
 import { deleteLinkOffThread } from '../kernel/offthread.js';
 import { familyOf } from '../util/ipnet.js';
 import type { BackendOptions } from './backends.js';
-import { BACKEND_DATA_ANNOTATION, deleteTransportRoutes } from './backends.js';
+import { BACKEND_DATA_ANNOTATION, deleteTransportRoutes, ensureTunnelAddresses } from './backends.js';
 import { podMtu } from './mtu.js';
 import { UDP_DEV, UDP_PORT, planUdp } from './plan.js';
 import { applyState } from './reconcile.js';
@@ -34,6 +34,10 @@ export class UdpBackend implements Backend {
     const self = this.o.self;
     const mtu = this.o.mtu ?? podMtu('udp', self.underlay.mtu, familyOf(self.ip));
     this.tunnel = await UdpTunnel.open({ ...(this.o.nl.netns ? { netns: this.o.nl.netns } : {}), tunName: UDP_DEV, localAddress: self.ip, port: this.port, mtu });
+    // The node's own traffic to remote pods leaves from its subnet's network address
+    // (flannel gives flannel0 one too): the peer's loop accepts only sources inside the
+    // sending node's subnets, and the answer routes back through the tunnel.
+    await ensureTunnelAddresses(this.o.nl, UDP_DEV, self.subnets);
     this.tunnel.start();
     return { mtu, publish: { [BACKEND_DATA_ANNOTATION]: JSON.stringify({ Port: this.port }) } };
   }
