@@ -18,6 +18,7 @@ import { BRIDGE, ensureBridge } from '../pods/sandbox.js';
 import type { NodeNetwork } from '../pods/sandbox.js';
 import { createBackend, removeOtherBackends } from '../transport/index.js';
 import { TransportController } from './transport.js';
+import { EventRecorder, eventSink } from './events.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
@@ -140,7 +141,8 @@ export class Agent {
       const gauges = setInterval(() => this.updateGauges(ipam, records), 5000);
       closers.push(() => clearInterval(gauges));
 
-      const transport = new TransportController({ client, backend, registration: reg, nodeName: cfg.nodeName, log: log.child({ component: 'transport' }), metrics: this.metrics, resyncMs: cfg.resyncMs });
+      const recorder = new EventRecorder({ sink: eventSink(client), component: 'podnet-agent', host: cfg.nodeName, log: log.child({ component: 'events' }) });
+      const transport = new TransportController({ client, backend, registration: reg, nodeName: cfg.nodeName, log: log.child({ component: 'transport' }), metrics: this.metrics, resyncMs: cfg.resyncMs, recorder });
       this.transport = transport;
       const heartbeat = reg.run(signal);
       const pods = reconciler.run(signal);

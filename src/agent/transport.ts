@@ -3,8 +3,9 @@
  * the others into peers (subnets, underlay addresses, backend data) and has the backend
  * converge on them — at once when a Node changes, and on every resync (drift repair:
  * a route or FDB entry deleted by hand comes back). What the backend cannot do (a peer
- * not on-link for host-gw, no VTEP MAC yet...) is logged once per change, counted, and
- * reported as this Node's `PodnetTransport` condition.
+ * not on-link for host-gw, no VTEP MAC yet...) is logged once per change, counted,
+ * reported as this Node's `PodnetTransport` condition, and recorded as Events on this
+ * Node (Warning <problem reason> for each problem; Normal TransportReady once they clear).
  */
 import { isIP } from 'node:net';
 import type { KubeClient } from '../client/index.js';
@@ -16,11 +17,14 @@ import type { Logger } from '../util/log.js';
 import { BoundedFrequencyRunner } from '../util/runner.js';
 import { BACKEND_DATA_ANNOTATION } from '../transport/backends.js';
 import type { Backend, Peer, Problem } from '../transport/types.js';
+import type { EventRecorder } from './events.js';
 import type { AgentMetrics } from './metrics.js';
 import { ANNOTATIONS } from './node.js';
 import type { NodeRegistration } from './node.js';
 
 export const TRANSPORT_CONDITION = 'PodnetTransport';
+/** The reason of the Normal Event recorded when the transport's problems have cleared. */
+export const TRANSPORT_READY_REASON = 'TransportReady';
 
 /** A Node as a transport peer (undefined when it has no subnet yet). */
 export function peerOf(node: Node): Peer {
@@ -58,7 +62,7 @@ export class TransportController {
   private synced = false;
 
   constructor(
-    private readonly o: { client: KubeClient; backend: Backend; registration: NodeRegistration; nodeName: string; log: Logger; metrics: AgentMetrics; resyncMs: number },
+    private readonly o: { client: KubeClient; backend: Backend; registration: NodeRegistration; nodeName: string; log: Logger; metrics: AgentMetrics; resyncMs: number; recorder?: EventRecorder },
   ) {
     this.informer = new Informer<Node>({
       source: o.client.resource(RESOURCES.nodes),
@@ -117,11 +121,21 @@ export class TransportController {
     const text = problems.map((p) => p.message).join('; ');
     this.o.metrics.transportProblems.set(problems.length);
     if (text === this.lastProblems) return;
+    const hadProblems = !!this.lastProblems;
     this.lastProblems = text;
     for (const p of problems) this.o.log.warn({ backend: this.o.backend.name, peer: p.peer, reason: p.reason }, p.message);
     const ok = problems.length === 0;
+    const okMessage = `${this.o.backend.name}: every peer is programmed`;
+    const recorder = this.o.recorder;
+    if (recorder && (!ok || hadProblems)) {
+      // The Node's real uid when the informer has it (kubelet uses the name; `kubectl describe node` finds both).
+      const involvedObject = { kind: 'Node', apiVersion: 'v1', name: this.o.nodeName, uid: this.informer.getByName(undefined, this.o.nodeName)?.metadata.uid ?? this.o.nodeName };
+      // Not awaited: an Event never holds up the condition (record() does not reject).
+      if (ok) void recorder.record({ involvedObject, type: 'Normal', reason: TRANSPORT_READY_REASON, message: okMessage });
+      for (const p of problems) void recorder.record({ involvedObject, type: 'Warning', reason: p.reason, message: p.message });
+    }
     await this.o.registration
-      .setCondition(TRANSPORT_CONDITION, ok, ok ? 'AllPeersReachable' : problems[0]!.reason, ok ? `${this.o.backend.name}: every peer is programmed` : text)
+      .setCondition(TRANSPORT_CONDITION, ok, ok ? 'AllPeersReachable' : problems[0]!.reason, ok ? okMessage : text)
       .catch((e: unknown) => this.o.log.warn({ err: formatError(e) }, 'cannot report the transport condition'));
   }
 }

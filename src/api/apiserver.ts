@@ -13,6 +13,7 @@ import { ClusterIPAllocator, PortAllocator } from './registry/allocators.js';
 import { Registry } from './registry/registry.js';
 import { WatchCache } from './registry/watchcache.js';
 import { EndpointSliceController } from './controllers/endpointslices.js';
+import { EventTTLController } from './controllers/eventttl.js';
 import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { TerminatingPodCollector } from './controllers/podgc.js';
 import { AllocationRepair } from './controllers/repair.js';
@@ -28,7 +29,7 @@ import type { Store } from './store/types.js';
 import { isLoopbackListen } from './options.js';
 import type { ControllerName, Listen } from './options.js';
 
-export { CONTROLLERS, parseListen, parseServiceCIDRs } from './options.js';
+export { CONTROLLERS, DEFAULT_EVENT_TTL_MS, parseListen, parseServiceCIDRs } from './options.js';
 export type { ControllerName, Listen } from './options.js';
 
 export interface ApiServerOptions {
@@ -42,6 +43,8 @@ export interface ApiServerOptions {
   disabledControllers?: ControllerName[];
   nodeMonitorGracePeriodMs?: number;
   nodeMonitorPeriodMs?: number;
+  /** How long Events are kept after their last occurrence (kube-apiserver's --event-ttl). Default DEFAULT_EVENT_TTL_MS (1 h). */
+  eventTTLMs?: number;
   watchCacheSize?: number;
   bookmarkIntervalMs?: number;
   log: Logger;
@@ -94,6 +97,11 @@ export class ApiServer {
     }
     if (!disabled.has('podgc')) {
       const c = new TerminatingPodCollector(registry, log.child({ controller: 'podgc' }));
+      await c.start();
+      this.stops.push(() => c.stop());
+    }
+    if (!disabled.has('eventttl')) {
+      const c = new EventTTLController(registry, log.child({ controller: 'eventttl' }), { ...(o.eventTTLMs ? { ttlMs: o.eventTTLMs } : {}) });
       await c.start();
       this.stops.push(() => c.stop());
     }

@@ -8,8 +8,11 @@ import { Cidr } from '../util/ipnet.js';
 
 export type Listen = { host: string; port: number } | { socketPath: string };
 
-export const CONTROLLERS = ['endpointslice', 'nodelifecycle', 'podgc', 'repair'] as const;
+export const CONTROLLERS = ['endpointslice', 'nodelifecycle', 'podgc', 'repair', 'eventttl'] as const;
 export type ControllerName = (typeof CONTROLLERS)[number];
+
+/** How long an Event is kept after its last occurrence: kube-apiserver's --event-ttl default. */
+export const DEFAULT_EVENT_TTL_MS = 60 * 60_000;
 
 export function isLoopbackListen(l: Listen): boolean {
   if ('socketPath' in l) return true;

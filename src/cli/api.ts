@@ -25,6 +25,7 @@ export function apiCommand(): Command {
     .option('--disable-controllers <names>', `controllers to turn off, comma-separated (${CONTROLLERS.join(', ')})`, '')
     .option('--node-monitor-grace-period <duration>', 'how long a node may go without renewing its Lease before it is Ready=Unknown', '40s')
     .option('--node-monitor-period <duration>', 'how often node Leases are checked', '5s')
+    .option('--event-ttl <duration>', 'how long Events are kept after they last happened', '1h')
     .option('--watch-cache-size <n>', 'events kept for watches to resume from', '20000')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(process.env.PODNET_LOG_LEVEL ?? 'info'))
     .action(async (o: Record<string, string | boolean | undefined>) => {
@@ -51,6 +52,7 @@ export function apiCommand(): Command {
         disabledControllers: disabled as ControllerName[],
         nodeMonitorGracePeriodMs: parseDuration(String(o.nodeMonitorGracePeriod), '--node-monitor-grace-period'),
         nodeMonitorPeriodMs: parseDuration(String(o.nodeMonitorPeriod), '--node-monitor-period'),
+        eventTTLMs: parseDuration(String(o.eventTtl), '--event-ttl'),
         watchCacheSize: cacheSize,
         log,
       });

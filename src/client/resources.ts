@@ -25,6 +25,7 @@ export const RESOURCES = {
   services: { group: '', version: 'v1', resource: 'services', kind: 'Service', singular: 'service', namespaced: true, shortNames: ['svc'], subresources: ['status'], listKind: 'ServiceList' },
   endpointslices: { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices', kind: 'EndpointSlice', singular: 'endpointslice', namespaced: true, shortNames: [], subresources: [], listKind: 'EndpointSliceList' },
   leases: { group: 'coordination.k8s.io', version: 'v1', resource: 'leases', kind: 'Lease', singular: 'lease', namespaced: true, shortNames: [], subresources: [], listKind: 'LeaseList' },
+  events: { group: '', version: 'v1', resource: 'events', kind: 'Event', singular: 'event', namespaced: true, shortNames: ['ev'], subresources: [], listKind: 'EventList' },
 } as const satisfies Record<string, ResourceInfo>;
 
 export type ResourceName = keyof typeof RESOURCES;

@@ -207,6 +207,39 @@ export interface Lease extends KubeObject {
   };
 }
 
+// ---- core/v1 Event (named CoreEvent: `Event` is a global of Node.js and the DOM)
+export interface ObjectReference {
+  kind?: string;
+  namespace?: string;
+  name?: string;
+  uid?: string;
+  apiVersion?: string;
+  resourceVersion?: string;
+  /** A part of the object (`spec.containers{app}`). */
+  fieldPath?: string;
+}
+export type EventType = 'Normal' | 'Warning';
+export interface CoreEvent extends KubeObject {
+  /** The object the event is about. */
+  involvedObject: ObjectReference;
+  /** UpperCamelCase, machine-readable: NotOnLink, TransportReady. */
+  reason?: string;
+  message?: string;
+  type?: EventType;
+  /** How many times it happened (between firstTimestamp and lastTimestamp). */
+  count?: number;
+  firstTimestamp?: string;
+  lastTimestamp?: string;
+  source?: { component?: string; host?: string };
+  reportingComponent?: string;
+  reportingInstance?: string;
+  /** events.k8s.io-style fields, kept as sent. */
+  eventTime?: string;
+  series?: { count?: number; lastObservedTime?: string };
+  action?: string;
+  related?: ObjectReference;
+}
+
 // ---- meta/v1 Status and watch events
 export interface StatusCause {
   reason?: string;

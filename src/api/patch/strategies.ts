@@ -82,6 +82,8 @@ export const PATCH_STRATEGIES: Readonly<Record<ResourceName, StrategyTable>> = {
   },
   endpointslices: {},
   leases: {},
+  // No merging lists: `related` is an object, the rest are scalars.
+  events: {},
 };
 
 /**

@@ -5,7 +5,7 @@
  * Parse errors are 400s that name the parameter and the offending part.
  */
 import type { ResourceName } from '../../client/resources.js';
-import type { KubeObject } from '../../client/types.js';
+import type { CoreEvent, KubeObject } from '../../client/types.js';
 import { errors } from '../server/status.js';
 
 type Requirement =
@@ -102,6 +102,16 @@ const FIELDS: Record<ResourceName, Record<string, (o: KubeObject) => string | un
   services: { 'metadata.name': (o) => o.metadata.name, 'metadata.namespace': (o) => o.metadata.namespace },
   endpointslices: { 'metadata.name': (o) => o.metadata.name, 'metadata.namespace': (o) => o.metadata.namespace },
   leases: { 'metadata.name': (o) => o.metadata.name, 'metadata.namespace': (o) => o.metadata.namespace },
+  // kube-apiserver's event fields (what `kubectl describe` and `kubectl events --for` select on).
+  events: {
+    'metadata.name': (o) => o.metadata.name,
+    'metadata.namespace': (o) => o.metadata.namespace,
+    ...Object.fromEntries((['kind', 'namespace', 'name', 'uid', 'apiVersion', 'resourceVersion', 'fieldPath'] as const).map((k) => [`involvedObject.${k}`, (o: KubeObject) => (o as CoreEvent).involvedObject?.[k] ?? ''])),
+    reason: (o) => (o as CoreEvent).reason ?? '',
+    reportingComponent: (o) => (o as CoreEvent).reportingComponent ?? '',
+    source: (o) => (o as CoreEvent).source?.component || (o as CoreEvent).reportingComponent || '',
+    type: (o) => (o as CoreEvent).type ?? '',
+  },
 };
 
 export type FieldSelector = ((obj: KubeObject) => boolean) & {

@@ -186,6 +186,10 @@ function pod(name: string, nodeName?: string): Pod {
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default', labels: { app: 'web' } }, spec: { containers: [container], ...(nodeName ? { nodeName } : {}) } };
 }
 
+function event(name: string, involvedObject: Record<string, string>, namespace = 'default'): KubeObject {
+  return { apiVersion: 'v1', kind: 'Event', metadata: { name, namespace }, involvedObject, reason: 'NotOnLink', message: 'a peer is not on-link', type: 'Warning', count: 1, source: { component: 'podnet-agent' } } as KubeObject;
+}
+
 function lease(namespace: string, name: string): KubeObject {
   return { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: { holderIdentity: name, leaseDurationSeconds: 40 } } as KubeObject;
 }
@@ -202,6 +206,7 @@ async function seed(h: Harness): Promise<void> {
   const term = await h.admin<Pod>('DELETE', p('pods', { namespace: 'default', name: 'p-n1-term' }));
   expect(term.metadata.deletionTimestamp).toBeTruthy();
   await h.admin('POST', p('services', { namespace: 'default' }), { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } });
+  for (const n of ['n1', 'n2']) await h.admin('POST', evPath(), event(`${n}.ev`, { kind: 'Node', name: n }));
   await h.admin('POST', p('endpointslices', { namespace: 'default' }), {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
@@ -240,6 +245,8 @@ const podPath = (name: string, subresource?: string) => p('pods', { namespace: '
 const leasePath = (namespace: string, name?: string) => p('leases', { namespace, ...(name ? { name } : {}) });
 const svc = (name?: string) => p('services', { namespace: 'default', ...(name ? { name } : {}) });
 const slice = (name?: string) => p('endpointslices', { namespace: 'default', ...(name ? { name } : {}) });
+const evPath = (name?: string) => p('events', { namespace: 'default', ...(name ? { name } : {}) });
+const bumped = (o: KubeObject): KubeObject => ({ ...o, count: 2, lastTimestamp: '2026-01-02T15:04:05Z' } as KubeObject);
 
 const withLabel = (o: KubeObject): KubeObject => ({ ...o, metadata: { ...o.metadata, labels: { ...o.metadata.labels, touched: 'yes' } } });
 const withPhase = (phase: string) => (o: KubeObject): KubeObject => ({ ...o, status: { ...(o as Pod).status, phase } } as KubeObject);
@@ -338,6 +345,23 @@ const cases: Case[] = [
   { name: 'node deletes the pod collection → 403', who: 'n1', method: 'DELETE', path: p('pods', { namespace: 'default' }), probe: podPath('p-n1'), status: 403, written: false },
   { name: 'node patches the status of a pod that does not exist → 403', who: 'n1', method: 'PATCH', path: podPath('ghost', 'status'), body: { status: { phase: 'Running' } }, contentType: MERGE, probe: podPath('ghost'), status: 403, written: false },
 
+  // --- node: Events about its own Node or pods bound to it (kube's system:node role: create, update, patch)
+  { name: 'node creates an Event about its own Node', who: 'n1', method: 'POST', path: evPath(), body: event('n1.mine', { kind: 'Node', name: 'n1' }), probe: evPath('n1.mine'), status: 201, written: true },
+  { name: 'node creates an Event about a pod bound to it', who: 'n1', method: 'POST', path: evPath(), body: event('p-n1.ev', { kind: 'Pod', namespace: 'default', name: 'p-n1' }), probe: evPath('p-n1.ev'), status: 201, written: true },
+  { name: 'node patches the count of an Event about its own Node', who: 'n1', method: 'PATCH', path: evPath('n1.ev'), body: { count: 2, lastTimestamp: '2026-01-02T15:04:05Z' }, contentType: MERGE, status: 200, written: true, after: (o) => expect((o as { count?: number }).count).toBe(2) },
+  { name: 'node updates an Event about its own Node (PUT)', who: 'n1', method: 'PUT', path: evPath('n1.ev'), build: bumped, status: 200, written: true },
+  { name: 'node creates an Event about another Node → 403', who: 'n1', method: 'POST', path: evPath(), body: event('n2.forged', { kind: 'Node', name: 'n2' }), probe: evPath('n2.forged'), status: 403, written: false, message: /node "n1" may only write Events about its own Node or pods bound to it \(involvedObject is Node "n2"\)$/ },
+  { name: 'node creates an Event about a pod bound elsewhere → 403', who: 'n1', method: 'POST', path: evPath(), body: event('p-n2.ev', { kind: 'Pod', namespace: 'default', name: 'p-n2' }), probe: evPath('p-n2.ev'), status: 403, written: false, message: /involvedObject is Pod "default\/p-n2", bound to "n2"/ },
+  { name: 'node creates an Event about a pod that does not exist → 403', who: 'n1', method: 'POST', path: evPath(), body: event('ghost.ev', { kind: 'Pod', namespace: 'default', name: 'ghost' }), probe: evPath('ghost.ev'), status: 403, written: false, message: /which does not exist/ },
+  { name: 'node creates an Event about a Service → 403', who: 'n1', method: 'POST', path: evPath(), body: event('web.ev', { kind: 'Service', namespace: 'default', name: 'web' }), probe: evPath('web.ev'), status: 403, written: false, message: /involvedObject is Service "default\/web"/ },
+  { name: 'node patches an Event about another Node → 403', who: 'n1', method: 'PATCH', path: evPath('n2.ev'), body: { count: 5 }, contentType: MERGE, status: 403, written: false, message: /involvedObject is Node "n2"/ },
+  { name: 'node PUTs an Event about another Node, body claiming its own → 403', who: 'n1', method: 'PUT', path: evPath('n2.ev'), build: (o) => ({ ...bumped(o), involvedObject: { kind: 'Node', name: 'n1' } }), status: 403, written: false },
+  { name: 'node moves its own Node\'s Event to another Node → 422 (involvedObject is immutable)', who: 'n1', method: 'PATCH', path: evPath('n1.ev'), body: { involvedObject: { name: 'n2' } }, contentType: MERGE, status: 422, written: false, message: /involvedObject\.name: Invalid value: "n2": field is immutable/ },
+  { name: 'node patches an Event that does not exist → 404 (not 403: its recorder then creates it anew)', who: 'n1', method: 'PATCH', path: evPath('n1.gone'), body: { count: 2 }, contentType: MERGE, status: 404, written: false },
+  { name: 'node deletes an Event about its own Node → 403', who: 'n1', method: 'DELETE', path: evPath('n1.ev'), status: 403, written: false, message: /may only create, update and patch Events/ },
+  { name: 'node deletes the Event collection → 403', who: 'n1', method: 'DELETE', path: evPath(), probe: evPath('n1.ev'), status: 403, written: false },
+  { name: 'admin creates an Event about any object', who: 'admin', method: 'POST', path: evPath(), body: event('web.admin', { kind: 'Service', namespace: 'default', name: 'web' }), probe: evPath('web.admin'), status: 201, written: true },
+
   // --- node: everything else
   { name: 'node creates a Service → 403', who: 'n1', method: 'POST', path: svc(), body: { metadata: { name: 'x' }, spec: { ports: [{ port: 80 }] } }, probe: svc('x'), status: 403, written: false, message: /nodes may not create services/ },
   { name: 'node updates a Service → 403', who: 'n1', method: 'PUT', path: svc('web'), build: withLabel, status: 403, written: false },
@@ -359,6 +383,7 @@ const SAMPLE: Record<ResourceName, { namespace?: string; name: string }> = {
   services: { namespace: 'default', name: 'web' },
   endpointslices: { namespace: 'default', name: 'web-abcde' },
   leases: { namespace: 'kube-node-lease', name: 'n2' },
+  events: { namespace: 'default', name: 'n2.ev' },
 };
 for (const r of Object.keys(RESOURCES) as ResourceName[]) {
   const s = SAMPLE[r];
@@ -400,7 +425,7 @@ describe('authorization matrix', () => {
       const r = await h.call(c.who, c.method, c.path, { ...(body !== undefined ? { body } : {}), ...(c.contentType ? { contentType: c.contentType } : {}) });
       expect(r.status, r.text).toBe(c.status);
       if (c.status >= 400) {
-        const s = expectStatus(r, c.status, { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 409: 'AlreadyExists' }[c.status] ?? '?');
+        const s = expectStatus(r, c.status, { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 409: 'AlreadyExists', 422: 'Invalid' }[c.status] ?? '?');
         if (c.message) expect(s.message).toMatch(c.message);
         if (c.status === 403) {
           // kube-apiserver names the resource, not the subresource, in details.kind.

@@ -3,12 +3,14 @@
  * (two roles). Admin: members of `system:masters`, or anonymous callers when the server
  * runs with --allow-anonymous-admin. Node: `system:node:<name>` in `system:nodes` — may
  * read everything, and write only its own Node (and status), its own Lease in
- * kube-node-lease, and Pods bound to it (their status, and the final delete of a
- * terminating pod, as the kubelet's NodeRestriction allows).
+ * kube-node-lease, Pods bound to it (their status, and the final delete of a
+ * terminating pod, as the kubelet's NodeRestriction allows), and Events (create, update,
+ * patch: kube's system:node role) about its own Node or Pods bound to it.
  */
 import { readFileSync } from 'node:fs';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { ResourceName } from '../../client/resources.js';
+import type { CoreEvent, KubeObject, Pod } from '../../client/types.js';
 import type { Verb } from './router.js';
 
 export interface User {
@@ -110,7 +112,22 @@ export interface AuthzRequest {
   subresource: string | undefined;
 }
 
-export type AuthzDecision = { allowed: true } | { allowed: false; reason: string } | { allowed: 'needs-object'; check: (obj: { spec?: { nodeName?: string } } | undefined) => { allowed: boolean; reason: string } };
+export interface ObjectCheck {
+  allowed: boolean;
+  reason: string;
+}
+
+/** Reads a stored object for a decision that depends on another object (undefined: not there). */
+export type ObjectLookup = (resource: ResourceName, namespace: string | undefined, name: string) => Promise<KubeObject | undefined>;
+
+/**
+ * `needs-object`: the decision depends on the posted object (create) or the stored one
+ * (update, patch, delete); `lookup` reads the objects it refers to (an Event's Pod).
+ */
+export type AuthzDecision =
+  | { allowed: true }
+  | { allowed: false; reason: string }
+  | { allowed: 'needs-object'; check: (obj: { spec?: { nodeName?: string } } | undefined, lookup?: ObjectLookup) => ObjectCheck | Promise<ObjectCheck> };
 
 const READS: Verb[] = ['get', 'list', 'watch'];
 
@@ -138,9 +155,33 @@ export function authorize(u: User, r: AuthzRequest): AuthzDecision {
         };
       }
       return { allowed: false, reason: `node "${node}" may only update the status of pods bound to it` };
+    case 'events':
+      // kube's system:node role: create, update, patch. The object: the posted Event for a
+      // create, the stored one otherwise (an update cannot change involvedObject).
+      if (writes.includes(r.verb)) return { allowed: 'needs-object', check: (o, lookup) => eventAbout(o, node, lookup) };
+      return { allowed: false, reason: `node "${node}" may only create, update and patch Events` };
     default:
       return { allowed: false, reason: `nodes may not ${r.verb} ${r.resource}` };
   }
+}
+
+/** Whether an Event is about `node`'s own Node or a Pod bound to it. */
+async function eventAbout(o: unknown, node: string, lookup: ObjectLookup | undefined): Promise<ObjectCheck> {
+  const io = (o as Partial<CoreEvent> | undefined)?.involvedObject;
+  const coreV1 = !io?.apiVersion || io.apiVersion === 'v1';
+  const ok: ObjectCheck = { allowed: true, reason: '' };
+  const no = (what: string): ObjectCheck => ({ allowed: false, reason: `node "${node}" may only write Events about its own Node or pods bound to it (involvedObject is ${what})` });
+  // An update or patch of an Event that is not stored: let it answer 404, as kube-apiserver
+  // does (nodes read every Event anyway), so a recorder whose Event went (the TTL) creates it anew.
+  if (o === undefined) return ok;
+  if (!io) return no('missing');
+  if (coreV1 && io.kind === 'Node') return io.name === node ? ok : no(`Node ${JSON.stringify(io.name ?? '')}`);
+  if (coreV1 && io.kind === 'Pod' && io.name && io.namespace) {
+    const pod = (await lookup?.('pods', io.namespace, io.name)) as Pod | undefined;
+    const boundTo = pod?.spec?.nodeName ?? '';
+    return pod && boundTo === node ? ok : no(`Pod "${io.namespace}/${io.name}", ${pod ? `bound to ${JSON.stringify(boundTo)}` : 'which does not exist'}`);
+  }
+  return no(`${io.kind || 'an object without a kind'} ${JSON.stringify(io.namespace ? `${io.namespace}/${io.name ?? ''}` : (io.name ?? ''))}`);
 }
 
 function deny(node: string): AuthzDecision {

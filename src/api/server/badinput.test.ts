@@ -118,6 +118,7 @@ const pods = p('pods', { namespace: 'default' });
 const pod = (name: string, subresource?: string) => p('pods', { namespace: 'default', name, ...(subresource ? { subresource } : {}) });
 const slices = p('endpointslices', { namespace: 'default' });
 const leases = p('leases', { namespace: 'default' });
+const events = p('events', { namespace: 'default' });
 const nodes = p('nodes');
 
 const MERGE = 'application/merge-patch+json';
@@ -130,6 +131,7 @@ const podBody = (name: string, spec: Record<string, unknown> = {}) => ({ apiVers
 const slice = (name: string, rest: Record<string, unknown> = {}) => ({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name }, addressType: 'IPv4', endpoints: [{ addresses: ['10.244.1.5'] }], ports: [{ port: 80, protocol: 'TCP' }], ...rest });
 const lease = (name: string, spec: Record<string, unknown> = {}) => ({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name }, spec: { holderIdentity: name, ...spec } });
 const node = (name: string, spec: Record<string, unknown> = {}) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name }, spec });
+const event = (name: string, rest: Record<string, unknown> = {}) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name }, involvedObject: { kind: 'Node', name: 'n1' }, reason: 'NotOnLink', message: 'node n9 is not on-link', type: 'Warning', count: 1, ...rest });
 const nested = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
 
 /** The fixtures every case may aim at. */
@@ -162,6 +164,7 @@ beforeAll(async () => {
   await ok('POST', nodes, node('n1'));
   await ok('POST', slices, slice('es1'));
   await ok('POST', leases, lease('l1'));
+  await ok('POST', events, event('ev1'));
   // Move the revision past the fixtures' so a stale resourceVersion is really stale.
   await ok('PATCH', svc('web'), { metadata: { labels: { rev: 'two' } } }, MERGE);
   expect(Number(webRV)).toBeLessThan(Number((await ok<Service>('GET', svc('web'))).metadata.resourceVersion));
@@ -313,6 +316,13 @@ const cases: BadCase[] = [
   { name: 'changing a bound Pod\'s nodeName → 422', method: 'PATCH', path: pod('p1'), send: { body: { spec: { nodeName: 'n2' } }, contentType: MERGE }, status: 422, reason: 'Invalid', fields: ['spec.nodeName'], message: /field is immutable/ },
   { name: 'Lease leaseDurationSeconds 0 → 422', method: 'POST', path: leases, send: { body: lease('ld', { leaseDurationSeconds: 0 }) }, status: 422, reason: 'Invalid', fields: ['spec.leaseDurationSeconds'] },
   { name: 'Lease renewTime that is not RFC 3339 → 422', method: 'PATCH', path: p('leases', { namespace: 'default', name: 'l1' }), send: { body: { spec: { renewTime: 'yesterday' } }, contentType: MERGE }, status: 422, reason: 'Invalid', fields: ['spec.renewTime'] },
+  { name: 'an Event without involvedObject → 422 naming its kind and name', method: 'POST', path: events, send: { body: { ...event('e1'), involvedObject: undefined } }, status: 422, reason: 'Invalid', fields: ['involvedObject.kind', 'involvedObject.name'] },
+  { name: 'an Event type "Info" → 422', method: 'POST', path: events, send: { body: event('e2', { type: 'Info' }) }, status: 422, reason: 'Invalid', fields: ['type'], message: /supported values: "Normal", "Warning"/ },
+  { name: 'an Event reason over 128 bytes, message over 4096, count -1 → one 422 naming each', method: 'POST', path: events, send: { body: event('e3', { reason: 'R'.repeat(129), message: 'm'.repeat(4097), count: -1 }) }, status: 422, reason: 'Invalid', fields: ['reason', 'message', 'count'] },
+  { name: 'an Event about a pod of another namespace → 422', method: 'POST', path: events, send: { body: event('e4', { involvedObject: { kind: 'Pod', namespace: 'kube-system', name: 'p' } }) }, status: 422, reason: 'Invalid', fields: ['involvedObject.namespace'] },
+  { name: 'an Event moved to another object on update → 422', method: 'PATCH', path: p('events', { namespace: 'default', name: 'ev1' }), send: { body: { involvedObject: { name: 'n2' } }, contentType: MERGE }, status: 422, reason: 'Invalid', fields: ['involvedObject.name'], message: /field is immutable/ },
+  { name: 'an Event lastTimestamp that is not RFC 3339 → 422', method: 'PATCH', path: p('events', { namespace: 'default', name: 'ev1' }), send: { body: { lastTimestamp: 'now' }, contentType: MERGE }, status: 422, reason: 'Invalid', fields: ['lastTimestamp'] },
+  { name: 'an Event count that is a string → 400', method: 'POST', path: events, send: { body: event('e5', { count: '2' }) }, status: 400, reason: 'BadRequest', fields: ['count'] },
 
   // --- allocations: 422 (and whatever was claimed is released again)
   { name: 'clusterIP outside the service CIDR → 422', method: 'POST', path: svcs, send: { body: service('out', { clusterIP: '10.0.0.5' }) }, status: 422, reason: 'Invalid', fields: ['spec.clusterIPs[0]'], message: /provided IP is not in the valid range\. The range of valid IPs is 10\.96\.0\.0\/12/, allocates: true },
@@ -589,6 +599,18 @@ const fuzzLease = fc.record({
   metadata: meta,
   spec: fc.record({ holderIdentity: fc.string({ maxLength: 10 }), leaseDurationSeconds: fc.integer({ min: -1, max: 100 }), renewTime: timestamp, acquireTime: timestamp, leaseTransitions: fc.integer({ min: -1, max: 10 }) }, { requiredKeys: [] }),
 });
+const fuzzEvent = fc.record({
+  metadata: meta,
+  involvedObject: fc.record({ kind: fc.constantFrom('Node', 'Pod', 'Service', ''), name, namespace: fc.constantFrom('default', 'kube-system', ''), uid: fc.string({ maxLength: 10 }), fieldPath: fc.string({ maxLength: 10 }) }, { requiredKeys: [] }),
+  reason: fc.oneof(fc.constantFrom('NotOnLink', 'TransportReady', ''), fc.string({ maxLength: 140 })),
+  message: fc.string({ maxLength: 40 }),
+  type: fc.constantFrom('Normal', 'Warning', 'Info', ''),
+  count: fc.integer({ min: -2, max: 10 }),
+  firstTimestamp: timestamp,
+  lastTimestamp: timestamp,
+  source: fc.record({ component: fc.string({ maxLength: 10 }), host: name }, { requiredKeys: [] }),
+  series: fc.record({ count: fc.integer({ min: -1, max: 5 }), lastObservedTime: timestamp }, { requiredKeys: [] }),
+}, { requiredKeys: ['metadata'] });
 const fuzzNamespace = fc.record({ metadata: meta, spec: fc.record({ finalizers: fc.array(fc.string({ maxLength: 10 }), { maxLength: 2 }) }), status: fc.record({ phase: fc.constantFrom('Active', 'Terminating', 'Gone') }, { requiredKeys: [] }) }, { requiredKeys: ['metadata'] });
 
 /** The fixture each resource's PUT / PATCH aims at. */
@@ -599,8 +621,9 @@ const TARGET: Record<ResourceName, { namespace?: string; name: string }> = {
   services: { namespace: 'default', name: 'web' },
   endpointslices: { namespace: 'default', name: 'es1' },
   leases: { namespace: 'default', name: 'l1' },
+  events: { namespace: 'default', name: 'ev1' },
 };
-const BODIES: Record<ResourceName, fc.Arbitrary<unknown>> = { services: fuzzService, pods: fuzzPod, nodes: fuzzNode, endpointslices: fuzzSlice, leases: fuzzLease, namespaces: fuzzNamespace };
+const BODIES: Record<ResourceName, fc.Arbitrary<unknown>> = { services: fuzzService, pods: fuzzPod, nodes: fuzzNode, endpointslices: fuzzSlice, leases: fuzzLease, namespaces: fuzzNamespace, events: fuzzEvent };
 const RESOURCE_NAMES = Object.keys(RESOURCES) as ResourceName[];
 
 /** A body: a well-shaped random object, pure junk, or a shaped one with junk at a random place. */

@@ -14,7 +14,7 @@ import { patchTypeOf } from '../patch/index.js';
 import type { FieldValidation, Registry } from '../registry/registry.js';
 import { MAX_OBJECT_DEPTH } from '../validation/schemas.js';
 import { ANONYMOUS, authorize } from './auth.js';
-import type { TokenAuthenticator, User } from './auth.js';
+import type { ObjectLookup, TokenAuthenticator, User } from './auth.js';
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, openapiFor, openapiRoot, versionInfo } from './discovery.js';
 import type { ApiMetrics } from './metrics.js';
 import { route } from './router.js';
@@ -183,11 +183,13 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
   const dryRun = parseDryRun(q.getAll('dryRun'));
   const table = wantsTable(req.headers.accept) ? { include: parseInclude(q.get('includeObject')) } : undefined;
 
-  // Object-dependent authorization (node identities) needs the stored or posted object.
+  // Object-dependent authorization (node identities) needs the stored or posted object,
+  // and sometimes one it refers to (the Pod an Event is about).
+  const lookup: ObjectLookup = (resource, namespace, name) => reg.get(resource, namespace, name).catch(() => undefined);
   const checkObject = async (posted?: unknown) => {
     if (decision.allowed !== 'needs-object') return;
-    const obj = posted !== undefined ? posted : await reg.get(r.resource, r.namespace, r.name!).catch(() => undefined);
-    const d = decision.check(obj as { spec?: { nodeName?: string } } | undefined);
+    const obj = posted !== undefined ? posted : await lookup(r.resource, r.namespace, r.name!);
+    const d = await decision.check(obj as { spec?: { nodeName?: string } } | undefined, lookup);
     if (!d.allowed) throw forbid(d.reason);
   };
 
@@ -262,7 +264,7 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
       const list = await reg.list(r.resource, listOptions(r, q));
       for (const item of list.items) {
         if (decision.allowed === 'needs-object') {
-          const d = decision.check(item as { spec?: { nodeName?: string } });
+          const d = await decision.check(item as { spec?: { nodeName?: string } }, lookup);
           if (!d.allowed) throw forbid(d.reason);
         }
         try {

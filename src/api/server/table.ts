@@ -3,7 +3,7 @@
  * the server as kube-apiserver does. Priority-1 columns show only with `-o wide`.
  */
 import type { ResourceName } from '../../client/resources.js';
-import type { EndpointSlice, KubeObject, Lease, Namespace, Node, Pod, Service } from '../../client/types.js';
+import type { CoreEvent, EndpointSlice, KubeObject, Lease, Namespace, Node, Pod, Service } from '../../client/types.js';
 
 interface Column {
   name: string;
@@ -24,6 +24,19 @@ const COLUMNS: Record<ResourceName, Column[]> = {
   services: [name, col('Type', 'The type of the service.'), col('Cluster-IP', 'The cluster IP of the service.'), col('External-IP', 'External IPs of the service.'), col('Port(s)', 'The ports of the service.'), age, col('Selector', 'The pod selector.', 1)],
   endpointslices: [name, col('AddressType', 'The address type.'), col('Ports', 'The ports of the endpoint slice.'), col('Endpoints', 'The addresses of the endpoints.'), age],
   leases: [name, col('Holder', 'The holder of the lease.'), age],
+  // kube-apiserver's event columns: `kubectl get events` shows LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+  events: [
+    col('Last Seen', 'The time at which the most recent occurrence of this event was recorded.'),
+    col('Type', 'Type of this event (Normal, Warning).'),
+    col('Reason', 'Short, machine understandable string that gives the reason for the transition into the object\'s current status.'),
+    col('Object', 'The object that this event is about.'),
+    col('Subobject', 'The part of the object the event is about.', 1),
+    col('Source', 'The component reporting this event.', 1),
+    col('Message', 'A human-readable description of the status of this operation.'),
+    col('First Seen', 'The time at which the event was first recorded.', 1),
+    col('Count', 'The number of times this event has occurred.', 1, 'integer'),
+    { ...name, priority: 1 },
+  ],
 };
 
 /** Kubernetes' HumanDuration: 5s, 3m20s, 45m, 2h15m, 10h, 3d4h, 12d, 2y10d... */
@@ -90,7 +103,33 @@ function cells(resource: ResourceName, o: KubeObject, nowMs: number): unknown[] 
     }
     case 'leases':
       return [n, (o as Lease).spec?.holderIdentity ?? '', ageOf(o, nowMs)];
+    case 'events':
+      return eventCells(o as CoreEvent, nowMs);
   }
+}
+
+/** A time as kubectl shows it: how long ago, or <unknown>. */
+function since(ts: string | undefined, nowMs: number): string {
+  const t = ts ? Date.parse(ts) : NaN;
+  return Number.isNaN(t) ? '<unknown>' : humanDuration(nowMs - t);
+}
+
+/** kube-apiserver's printEvent: series (events.k8s.io style) first, else count / timestamps. */
+function eventCells(ev: CoreEvent, nowMs: number): unknown[] {
+  const first = ev.firstTimestamp ? since(ev.firstTimestamp, nowMs) : since(ev.eventTime, nowMs);
+  let last = ev.lastTimestamp ? since(ev.lastTimestamp, nowMs) : first;
+  let count = ev.count || 1;
+  if (ev.series) {
+    last = since(ev.series.lastObservedTime, nowMs);
+    count = ev.series.count ?? count;
+  }
+  const io = ev.involvedObject ?? {};
+  const kind = (io.kind ?? '').toLowerCase();
+  const target = io.name ? `${kind}/${io.name}` : kind;
+  const component = ev.source?.component || ev.reportingComponent || '';
+  const instance = ev.source?.host || ev.reportingInstance || '';
+  const source = instance ? `${component}, ${instance}` : component;
+  return [last, ev.type ?? '', ev.reason ?? '', target, io.fieldPath ?? '', source, (ev.message ?? '').trim(), first, count, ev.metadata.name ?? ''];
 }
 
 export type IncludeObject = 'None' | 'Metadata' | 'Object';

@@ -4,7 +4,7 @@
  * naming its field, so one 422 tells the user everything that is wrong.
  */
 import type { ResourceName } from '../../client/resources.js';
-import type { Condition, EndpointSlice, KubeObject, Lease, Namespace, Node, Pod, Service } from '../../client/types.js';
+import type { Condition, CoreEvent, EndpointSlice, KubeObject, Lease, Namespace, Node, Pod, Service } from '../../client/types.js';
 import { FieldErrors } from './fielderrors.js';
 import * as f from './formats.js';
 
@@ -36,6 +36,9 @@ export function validate(resource: ResourceName, obj: KubeObject, ctx: RuleConte
     case 'leases':
       lease(e, obj as Lease);
       break;
+    case 'events':
+      event(e, obj as CoreEvent, ctx.old as CoreEvent | undefined);
+      break;
   }
   return e;
 }
@@ -48,6 +51,7 @@ const NAME_RULE: Record<ResourceName, (e: FieldErrors, field: string, v: string)
   services: f.dns1035Label,
   endpointslices: f.dns1123Subdomain,
   leases: f.dns1123Subdomain,
+  events: f.dns1123Subdomain,
 };
 
 function metadata(e: FieldErrors, resource: ResourceName, obj: KubeObject): void {
@@ -283,4 +287,42 @@ function lease(e: FieldErrors, l: Lease): void {
   if (s.leaseTransitions !== undefined && s.leaseTransitions !== null && s.leaseTransitions < 0) e.invalid('spec.leaseTransitions', s.leaseTransitions, 'must be greater than or equal to 0');
   f.timestamp(e, 'spec.acquireTime', s.acquireTime);
   f.timestamp(e, 'spec.renewTime', s.renewTime);
+}
+
+/** Longest Event reason, as kube-apiserver allows (bytes). */
+export const EVENT_REASON_MAX_BYTES = 128;
+/**
+ * Longest Event message the server stores (bytes). Recorders truncate at 1024 (as
+ * client-go does); the server refuses only what is far beyond that.
+ */
+export const EVENT_MESSAGE_MAX_BYTES = 4096;
+export const EVENT_TYPES = ['Normal', 'Warning'] as const;
+/** The fields that say which object an Event is about (immutable: see below). */
+const OBJECT_IDENTITY = ['kind', 'namespace', 'name', 'uid', 'apiVersion'] as const;
+
+function event(e: FieldErrors, ev: CoreEvent, old: CoreEvent | undefined): void {
+  const io = ev.involvedObject ?? {};
+  if (!io.kind) e.required('involvedObject.kind', 'the kind of the object the event is about (e.g. Node)');
+  if (!io.name) e.required('involvedObject.name', 'the name of the object the event is about');
+  // As kube-apiserver: an Event lives in the namespace of its object; one about a
+  // cluster-scoped object (a Node) lives in "default".
+  const ns = ev.metadata.namespace ?? '';
+  if (io.namespace ? io.namespace !== ns : ns !== '' && ns !== 'default') e.invalid('involvedObject.namespace', io.namespace ?? '', `does not match the event's namespace ${JSON.stringify(ns)} (events about cluster-scoped objects live in "default")`);
+  if (ev.reason !== undefined && Buffer.byteLength(ev.reason) > EVENT_REASON_MAX_BYTES) e.tooLong('reason', EVENT_REASON_MAX_BYTES);
+  if (ev.message !== undefined && Buffer.byteLength(ev.message) > EVENT_MESSAGE_MAX_BYTES) e.tooLong('message', EVENT_MESSAGE_MAX_BYTES);
+  if (ev.type === undefined || ev.type === null || (ev.type as string) === '') e.required('type', 'Normal or Warning');
+  else f.oneOf(e, 'type', ev.type, EVENT_TYPES);
+  if (ev.count !== undefined && ev.count !== null && ev.count < 0) e.invalid('count', ev.count, 'must be greater than or equal to 0');
+  if (ev.series?.count !== undefined && ev.series.count !== null && ev.series.count < 0) e.invalid('series.count', ev.series.count, 'must be greater than or equal to 0');
+  f.timestamp(e, 'firstTimestamp', ev.firstTimestamp);
+  f.timestamp(e, 'lastTimestamp', ev.lastTimestamp);
+  f.timestamp(e, 'eventTime', ev.eventTime);
+  f.timestamp(e, 'series.lastObservedTime', ev.series?.lastObservedTime);
+  // An update counts another occurrence of the same thing; it may not move the Event to
+  // another object (as events.k8s.io/v1 has it — and node authorization checks the
+  // stored object, so this is also what keeps a node's update about its own objects).
+  if (old) {
+    const was = old.involvedObject ?? {};
+    for (const k of OBJECT_IDENTITY) if ((io[k] ?? '') !== (was[k] ?? '')) e.immutable(`involvedObject.${k}`, io[k] ?? '');
+  }
 }

@@ -169,6 +169,8 @@ function build(obj: ObjectFactory) {
     ...opaque(['deprecatedTopology', 'hints']),
   });
 
+  const objectReference = obj({ kind: optional(str), namespace: optional(str), name: optional(str), uid: optional(str), apiVersion: optional(str), resourceVersion: optional(str), fieldPath: optional(str) });
+
   return {
     namespaces: obj({ ...typeMeta, metadata: meta, spec: o({ finalizers: list(str) }), status: o({ phase: optional(str), conditions: list(condition) }) }),
     nodes: obj({ ...typeMeta, metadata: meta, spec: optional(nodeSpec), status: optional(nodeStatus) }),
@@ -193,6 +195,26 @@ function build(obj: ObjectFactory) {
         strategy: optional(str),
         preferredHolder: optional(str),
       }),
+    }),
+    // core/v1 Event. involvedObject is optional here so that its absence is a 422 naming
+    // involvedObject.kind / .name (./rules.ts), not a structural 400.
+    events: obj({
+      ...typeMeta,
+      metadata: meta,
+      involvedObject: optional(objectReference),
+      reason: optional(str),
+      message: optional(str),
+      source: o({ component: optional(str), host: optional(str) }),
+      firstTimestamp: optional(str),
+      lastTimestamp: optional(str),
+      count: optional(int),
+      type: optional(str),
+      eventTime: optional(str),
+      series: o({ count: optional(int), lastObservedTime: optional(str) }),
+      action: optional(str),
+      related: optional(objectReference),
+      reportingComponent: optional(str),
+      reportingInstance: optional(str),
     }),
   } satisfies Record<ResourceName, z.ZodType>;
 }
