@@ -20,7 +20,8 @@ import { DEFAULT_NETNS_PREFIX, validateNetnsPrefix } from '../pods/names.js';
 
 export const BACKENDS = ['vxlan', 'host-gw', 'udp'] as const;
 export type Backend = (typeof BACKENDS)[number];
-export const PROXY_MODES = ['nftables', 'iptables', 'ipvs'] as const;
+/** Service proxy modes; `none` leaves service VIPs to something else (another kube-proxy). */
+export const PROXY_MODES = ['nftables', 'iptables', 'ipvs', 'none'] as const;
 export type ProxyMode = (typeof PROXY_MODES)[number];
 
 export const AGENT_PORT = 10260;
@@ -44,6 +45,10 @@ export interface AgentConfig {
   stateDir: string;
   backend: Backend;
   proxyMode: ProxyMode;
+  /** The proxy's minimum time between syncs (kube-proxy's --iptables-min-sync-period / --nftables-min-sync-period). */
+  proxyMinSyncMs: number;
+  /** The proxy's full resync period (kube-proxy's --*-sync-period). */
+  proxySyncMs: number;
   /** Where /healthz, /readyz and /metrics are served (default nodeIP:10260). */
   listen: { host: string; port: number };
   masquerade: boolean;
@@ -70,6 +75,7 @@ const KEYS = [
   'kubeconfig', 'server', 'token', 'tokenFile', 'caFile', 'insecureSkipTlsVerify',
   'nodeName', 'nodeIp', 'nodeIpv6', 'iface', 'clusterCidr', 'clusterCidrV6', 'nodeSubnetSize', 'nodeSubnetSizeV6',
   'stateDir', 'backend', 'directRouting', 'proxyMode', 'listen', 'masquerade', 'netnsPrefix', 'cniSocket', 'mtu', 'podConcurrency', 'resyncPeriod',
+  'proxyMinSyncPeriod', 'proxySyncPeriod',
 ] as const;
 
 const invalid = (field: string, reason: string) => new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field} ${reason}`, { field });
@@ -211,6 +217,20 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
     throw invalid('--resync-period', `${JSON.stringify(resync)} is not a duration like 30s or 5m`);
   }
   if (resyncMs < 1000) throw invalid('--resync-period', 'must be at least 1s');
+  const durationOf = (key: string, flag: string, dflt: string, min: number, minText: string): number => {
+    const text = str(o, key, flag) ?? dflt;
+    let ms: number;
+    try {
+      ms = parseDuration(text, flag);
+    } catch {
+      throw invalid(flag, `${JSON.stringify(text)} is not a duration like 1s, 500ms or 5m`);
+    }
+    if (ms < min) throw invalid(flag, `must be at least ${minText}`);
+    return ms;
+  };
+  const proxyMinSyncMs = durationOf('proxyMinSyncPeriod', '--proxy-min-sync-period', '1s', 0, '0s');
+  const proxySyncMs = durationOf('proxySyncPeriod', '--proxy-sync-period', '30s', 1000, '1s');
+  if (proxyMinSyncMs > proxySyncMs) throw invalid('--proxy-min-sync-period', `(${proxyMinSyncMs} ms) must not be longer than --proxy-sync-period (${proxySyncMs} ms)`);
   const kubeconfig = str(o, 'kubeconfig', '--kubeconfig');
   const server = str(o, 'server', '--server');
   if (!kubeconfig && !server) throw invalid('--kubeconfig', 'or --server is required (how to reach the podnet api)');
@@ -231,6 +251,8 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
     stateDir,
     backend: backend as Backend,
     proxyMode: proxyMode as ProxyMode,
+    proxyMinSyncMs,
+    proxySyncMs,
     listen: { host: parseIP(host), port },
     masquerade: bool(o, 'masquerade', '--masquerade') ?? true,
     directRouting: bool(o, 'directRouting', '--direct-routing') ?? false,

@@ -34,6 +34,8 @@ export function agentCommand(): Command {
     .addOption(new Option('--backend <name>', 'transport between nodes (default vxlan)').choices([...BACKENDS]))
     .option('--direct-routing', 'vxlan: reach nodes on the same layer-2 network by plain routes (flannel DirectRouting)')
     .addOption(new Option('--proxy-mode <mode>', 'service VIP mode (default nftables)').choices([...PROXY_MODES]))
+    .option('--proxy-min-sync-period <duration>', 'least time between proxy syncs: changes coalesce (default 1s; 0s = at once)')
+    .option('--proxy-sync-period <duration>', 'full proxy resync: rewrite every rule, repair drift (default 30s)')
     .option('--listen <ip:port>', `HTTP endpoint for /healthz, /readyz, /metrics (default <node-ip>:${AGENT_PORT})`)
     .option('--no-masquerade', 'do not SNAT pod traffic leaving the cluster CIDR')
     .option('--netns-prefix <prefix>', `prefix of pod namespace names under /run/netns (default ${DEFAULT_NETNS_PREFIX})`)

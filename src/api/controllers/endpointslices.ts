@@ -19,6 +19,8 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
 export const MANAGED_BY = 'endpointslice-controller.k8s.io';
 export const MAX_ENDPOINTS_PER_SLICE = 100;
+/** When the change behind a slice's content happened (kube's EndpointSlice controller sets it; proxies measure network programming latency from it). */
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 interface DesiredSlice {
   addressType: 'IPv4' | 'IPv6';
@@ -32,6 +34,8 @@ export class EndpointSliceController {
   private readonly slices: LocalInformer<EndpointSlice>;
   private readonly queue: WorkQueue;
   private resyncTimer: NodeJS.Timeout | undefined;
+  /** Service key -> when the oldest change not yet written to its slices was seen (a Service or Pod event). */
+  private readonly triggers = new Map<string, number>();
 
   constructor(
     private readonly registry: Registry,
@@ -45,7 +49,7 @@ export class EndpointSliceController {
   }
 
   async start(): Promise<void> {
-    this.services.on({ onAdd: (s) => this.queue.add(keyOf(s)), onUpdate: (_o, s) => this.queue.add(keyOf(s)), onDelete: (s) => this.queue.add(keyOf(s)) });
+    this.services.on({ onAdd: (s) => this.changed(keyOf(s)), onUpdate: (_o, s) => this.changed(keyOf(s)), onDelete: (s) => this.changed(keyOf(s)) });
     this.pods.on({
       onAdd: (p) => this.podChanged(undefined, p),
       onUpdate: (o, p) => this.podChanged(o, p),
@@ -84,8 +88,14 @@ export class EndpointSliceController {
     const ns = (pod ?? old)!.metadata.namespace!;
     for (const svc of this.services.inNamespace(ns)) {
       const sel = svc.spec?.selector;
-      if (matchesSelectorMap(sel, pod?.metadata.labels) || matchesSelectorMap(sel, old?.metadata.labels)) this.queue.add(keyOf(svc));
+      if (matchesSelectorMap(sel, pod?.metadata.labels) || matchesSelectorMap(sel, old?.metadata.labels)) this.changed(keyOf(svc));
     }
+  }
+
+  /** A Service or one of its pods changed: remember when (the trigger time), and sync it. */
+  private changed(key: string): void {
+    if (!this.triggers.has(key)) this.triggers.set(key, Date.now());
+    this.queue.add(key);
   }
 
   private sliceChanged(s: EndpointSlice): void {
@@ -104,16 +114,21 @@ export class EndpointSliceController {
     const desired = svc && svc.spec?.selector && Object.keys(svc.spec.selector).length && svc.spec.type !== 'ExternalName' ? desiredSlices(svc, this.pods.inNamespace(ns)) : [];
     // Pair desired slices with existing ones of the same address type and ports, in order.
     const pool = [...existing].sort((a, b) => (a.metadata.name! < b.metadata.name! ? -1 : 1));
+    const trigger = this.triggers.get(key);
+    this.triggers.delete(key);
+    const stamp = (meta: EndpointSlice['metadata']): EndpointSlice['metadata'] =>
+      trigger === undefined ? meta : { ...meta, annotations: { ...meta.annotations, [TRIGGER_TIME_ANNOTATION]: new Date(trigger).toISOString() } };
     const writes: Promise<unknown>[] = [];
     for (const d of desired) {
       const i = pool.findIndex((s) => s.addressType === d.addressType && portsKey(s.ports ?? []) === portsKey(d.ports));
       const match = i >= 0 ? pool.splice(i, 1)[0] : undefined;
       if (match) {
         if (JSON.stringify(match.endpoints ?? []) !== JSON.stringify(d.endpoints) || JSON.stringify(match.ports ?? []) !== JSON.stringify(d.ports)) {
-          writes.push(this.registry.update('endpointslices', ns, match.metadata.name!, { ...match, endpoints: d.endpoints, ports: d.ports }));
+          writes.push(this.registry.update('endpointslices', ns, match.metadata.name!, { ...match, metadata: stamp(match.metadata), endpoints: d.endpoints, ports: d.ports }));
         }
       } else {
-        writes.push(this.registry.create('endpointslices', ns, sliceObject(svc!, d)));
+        const obj = sliceObject(svc!, d);
+        writes.push(this.registry.create('endpointslices', ns, { ...obj, metadata: stamp(obj.metadata) }));
       }
     }
     for (const leftover of pool) {
@@ -123,7 +138,11 @@ export class EndpointSliceController {
     }
     const results = await Promise.allSettled(writes);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (failed) {
+      // Retried: the trigger time still dates from the first change.
+      if (trigger !== undefined && !this.triggers.has(key)) this.triggers.set(key, trigger);
+      throw failed.reason;
+    }
     if (writes.length) this.log.debug({ service: key, slices: desired.length, writes: writes.length }, 'endpoint slices synced');
   }
 }

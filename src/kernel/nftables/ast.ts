@@ -1,0 +1,130 @@
+/**
+ * The nftables objects podnet programs, as data: tables, chains, rules made of statements,
+ * named sets / maps and their elements. This is the contract between the proxy's planner
+ * (src/proxy/nftables/, pure: builds these) and the executor (src/kernel/nftables/, encodes
+ * them as nf_tables netlink messages in one batch). `render.ts` prints them in `nft` syntax
+ * — the same text `nft list table ip podnet` shows — for golden tests, logs and humans.
+ *
+ * Only the shapes podnet needs exist; each statement's comment gives its nft syntax.
+ * Values are strings in nft's notation ("10.96.0.10", "fd00:10:96::a", "10.244.0.0/16",
+ * "tcp", "80", "0x4000"); their type follows from the expression they are compared with
+ * or the set's key type.
+ */
+
+export type NftFamily = 'ip' | 'ip6';
+
+/** Set / map key and data types (nft's type names). */
+export type NftType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark';
+
+export type NftHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+export type NftVerdict =
+  | { kind: 'accept' }
+  | { kind: 'drop' }
+  | { kind: 'return' }
+  | { kind: 'continue' }
+  /** `jump <chain>` */
+  | { kind: 'jump'; chain: string }
+  /** `goto <chain>` */
+  | { kind: 'goto'; chain: string };
+
+/** What a statement loads (the left side of a match, the key of a lookup). */
+export type NftExpr =
+  /** `ip saddr`, `ip daddr`, `ip6 saddr`, `ip6 daddr` (network header). */
+  | { kind: 'payload'; field: 'ip saddr' | 'ip daddr' | 'ip6 saddr' | 'ip6 daddr' }
+  /** `th dport`, `th sport`: the transport header's ports (TCP, UDP, SCTP alike). */
+  | { kind: 'payload'; field: 'th dport' | 'th sport' }
+  /** `meta l4proto`, `meta mark`. */
+  | { kind: 'meta'; key: 'l4proto' | 'mark' }
+  /** `ct state` (compared with a list of states: "new", "established", "related", "invalid"). */
+  | { kind: 'ct'; key: 'state' }
+  /** `fib daddr type` (compared with "local"). */
+  | { kind: 'fib'; what: 'daddr type' }
+  /** `numgen random mod <mod>` (values 0..mod-1). */
+  | { kind: 'numgen'; mod: number }
+  /** A constant, inside a concatenation (`ip saddr . 10.244.1.5 . 8080`); `type` says how to encode it. */
+  | { kind: 'const'; type: NftType; value: string }
+  /** `a . b . c` */
+  | { kind: 'concat'; parts: NftExpr[] };
+
+export type NftStmt =
+  /**
+   * `<left> <value>` / `<left> != <value>`; value is one value, a prefix ("10.244.0.0/16",
+   * for addresses), or for `ct state` a comma list ("established,related").
+   */
+  | { kind: 'match'; left: NftExpr; op: '==' | '!='; value: string }
+  /** `<left> @<set>` / `<left> != @<set>`: membership in a named set. */
+  | { kind: 'lookup'; left: NftExpr; set: string; op?: '==' | '!=' }
+  /** `<key> vmap @<map>`: jump/goto to the verdict the named verdict map has for the key. */
+  | { kind: 'vmap'; key: NftExpr; map: string }
+  /** `counter` */
+  | { kind: 'counter' }
+  /** `meta mark set meta mark | <value>` */
+  | { kind: 'mark-or'; value: number }
+  /** `meta mark set meta mark ^ <value>` */
+  | { kind: 'mark-xor'; value: number }
+  /** `update @<set> { <key> }` (the set has flags dynamic,timeout; its timeout applies). */
+  | { kind: 'set-update'; set: string; key: NftExpr }
+  /** `dnat to <addr>:<port>` (`dnat to [<v6>]:<port>` in ip6); needs a prior l4proto match. */
+  | { kind: 'dnat'; addr: string; port: number }
+  /** `masquerade fully-random` */
+  | { kind: 'masquerade'; fullyRandom: boolean }
+  /** `reject` (ICMP port unreachable / ICMPv6 port unreachable) or `reject with tcp reset`. */
+  | { kind: 'reject'; with: 'icmp-port-unreachable' | 'tcp-reset' }
+  /** A verdict ends the rule. */
+  | { kind: 'verdict'; verdict: NftVerdict };
+
+export interface NftRule {
+  stmts: NftStmt[];
+  /** Shown as `comment "..."` (NFTA_RULE_USERDATA, as nft stores it); at most 128 bytes. */
+  comment?: string;
+}
+
+export interface NftBaseChain {
+  type: 'filter' | 'nat';
+  hook: NftHook;
+  /** Numeric priority (dstnat = -100, srcnat = 100, filter = 0; e.g. -110 before DNAT). */
+  priority: number;
+  policy?: 'accept' | 'drop';
+}
+
+export interface NftChain {
+  name: string;
+  /** Present for base chains (hooked into the stack). */
+  base?: NftBaseChain;
+  rules: NftRule[];
+  comment?: string;
+}
+
+export interface NftSet {
+  name: string;
+  /** One type, or several for a concatenation key (`ipv4_addr . inet_proto . inet_service`). */
+  key: NftType[];
+  /** Maps only: `verdict` for verdict maps, or a data type. */
+  data?: 'verdict' | NftType;
+  /** Prefix / range elements (NFT_SET_INTERVAL). Not with concatenations. */
+  interval?: boolean;
+  /** Elements added from the packet path (`update @set`), each expiring after timeoutSeconds. */
+  dynamic?: boolean;
+  timeoutSeconds?: number;
+  comment?: string;
+}
+
+export interface NftElement {
+  /** One value per key part. */
+  key: string[];
+  /** Verdict maps: the verdict; data maps: the value. */
+  verdict?: NftVerdict;
+  data?: string;
+  comment?: string;
+}
+
+/** A whole table as podnet wants it: what a full sync converges to. */
+export interface NftTable {
+  family: NftFamily;
+  name: string;
+  sets: NftSet[];
+  /** Elements of each set (static sets and maps; not the dynamic ones). */
+  elements: Map<string, NftElement[]>;
+  chains: NftChain[];
+}
