@@ -2,12 +2,14 @@
  * The EndpointSlice controller over a real Registry (SqliteStore in a temp directory):
  * which pods become endpoints, their conditions, nodes and ports, slicing (100 per slice,
  * one address family per slice), and that slices follow Services and Pods as they change.
- * The controller is asynchronous: assertions poll with waitFor.
+ * The controller is asynchronous: assertions poll with eventually.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { testRegistry } from './testing.js';
+import { eventually } from '../../testing/eventually.js';
 import type { Condition, ContainerPort, EndpointSlice, Pod, Service, ServiceSpec } from '../../client/types.js';
 import { Cidr } from '../../util/ipnet.js';
 import { silentLogger } from '../../util/log.js';
@@ -33,19 +35,7 @@ afterEach(async () => {
 });
 
 async function start(opts: { dualStack?: boolean } = {}): Promise<Api> {
-  const dir = mkdtempSync(join(tmpdir(), 'podnet-eps-'));
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  const store = SqliteStore.open(dir);
-  const watchCache = new WatchCache(store);
-  await watchCache.start();
-  cleanups.push(async () => {
-    watchCache.stop();
-    await store.close();
-  });
-  const clusterIPs: Partial<Record<4 | 6, ClusterIPAllocator>> = { 4: new ClusterIPAllocator(store, Cidr.parse('10.96.0.0/12')) };
-  if (opts.dualStack) clusterIPs[6] = new ClusterIPAllocator(store, Cidr.parse('fd00:10:96::/112'));
-  const registry = new Registry({ store, watchCache, network: { clusterIPs, primary: 4, nodePorts: new PortAllocator(store, { min: 30000, max: 32767 }) } });
-  await registry.bootstrap();
+  const registry = await testRegistry(cleanups, { label: 'eps', dualStack: !!opts.dualStack });
   const controller = new EndpointSliceController(registry, silentLogger());
   await controller.start();
   cleanups.push(async () => controller.stop());
@@ -53,19 +43,6 @@ async function start(opts: { dualStack?: boolean } = {}): Promise<Api> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` until it returns without throwing (expect() inside), or fails with its last error. */
-async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(20);
-    }
-  }
-}
 
 async function slicesOf(api: Api, svc: string, ns = 'default'): Promise<EndpointSlice[]> {
   const l = await api.registry.list<EndpointSlice>('endpointslices', { namespace: ns, labelSelector: `${SERVICE_NAME_LABEL}=${svc}` });
@@ -133,7 +110,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'other-0', { labels: { app: 'other' }, ips: ['10.244.1.11'] });
     await createPod(api, 'web-9', { namespace: 'kube-system', ips: ['10.244.1.12'] }); // another namespace
 
-    const [slice] = await waitFor(async () => {
+    const [slice] = await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(s).toHaveLength(1);
       expect(addressesOf(s)).toEqual(['10.244.1.10']);
@@ -156,7 +133,7 @@ describe('EndpointSliceController', () => {
     // web-1 gets its IP: it joins the same slice.
     const p1 = await api.registry.get<Pod>('pods', 'default', 'web-1');
     await setStatus(api, p1, { ips: ['10.244.2.20'], ready: true });
-    await waitFor(async () => {
+    await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(s).toHaveLength(1);
       expect(addressesOf(s)).toEqual(['10.244.1.10', '10.244.2.20']);
@@ -178,7 +155,7 @@ describe('EndpointSliceController', () => {
     await api.registry.delete('pods', 'default', 'term-notready');
     expect((await api.registry.get<Pod>('pods', 'default', 'term-ready')).metadata.deletionTimestamp).toBeTruthy();
 
-    const byIP = await waitFor(async () => {
+    const byIP = await eventually(async () => {
       const s = await slicesOf(api, 'web');
       const eps = new Map(s.flatMap((x) => x.endpoints).map((e) => [e.addresses[0], e.conditions]));
       expect(eps.get('10.244.0.3')?.terminating).toBe(true);
@@ -194,14 +171,14 @@ describe('EndpointSliceController', () => {
     // Readiness changes are followed.
     await setStatus(api, await api.registry.get<Pod>('pods', 'default', 'notready'), { ips: ['10.244.0.2'], ready: true });
     await setStatus(api, await api.registry.get<Pod>('pods', 'default', 'ready'), { ips: ['10.244.0.1'], ready: false });
-    await waitFor(async () => {
+    await eventually(async () => {
       const eps = new Map((await slicesOf(api, 'web')).flatMap((x) => x.endpoints).map((e) => [e.addresses[0], e.conditions]));
       expect(eps.get('10.244.0.2')).toEqual({ ready: true, serving: true, terminating: false });
       expect(eps.get('10.244.0.1')).toEqual({ ready: false, serving: false, terminating: false });
     });
     // The terminating pod goes away when its deletion finishes.
     await api.registry.delete('pods', 'default', 'term-ready', { gracePeriodSeconds: 0 });
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.4']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.4']));
   });
 
   it('publishNotReadyAddresses: ready for every pod (terminating too), serving is still the pod readiness', async () => {
@@ -210,7 +187,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'notready', { ips: ['10.244.0.2'], ready: false });
     await createPod(api, 'term', { ips: ['10.244.0.3'], ready: true });
     await api.registry.delete('pods', 'default', 'term');
-    const eps = await waitFor(async () => {
+    const eps = await eventually(async () => {
       const m = new Map((await slicesOf(api, 'web')).flatMap((x) => x.endpoints).map((e) => [e.addresses[0], e.conditions]));
       expect(m.get('10.244.0.3')?.terminating).toBe(true);
       expect(m.size).toBe(2);
@@ -227,7 +204,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'a', { ips: ['10.244.0.1'], hostname: 'a', subdomain: 'web' });
     await createPod(api, 'b', { ips: ['10.244.0.2'], hostname: 'b', subdomain: 'other' });
     await createPod(api, 'c', { ips: ['10.244.0.3'], hostname: 'c' });
-    const eps = await waitFor(async () => {
+    const eps = await eventually(async () => {
       const list = (await slicesOf(api, 'web')).flatMap((s) => s.endpoints);
       expect(list).toHaveLength(3);
       return new Map(list.map((e) => [e.addresses[0], e]));
@@ -251,7 +228,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'b', { ips: ['10.244.0.2'], ports: [{ name: 'metrics', containerPort: 9100 }] });
     await createPod(api, 'c', { ips: ['10.244.0.3'], ports: [{ name: 'metrics', containerPort: 9200 }] });
     await createPod(api, 'd', { ips: ['10.244.0.4'], ports: [{ name: 'metrics', containerPort: 9100, protocol: 'UDP' }] }); // wrong protocol
-    const slices = await waitFor(async () => {
+    const slices = await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(addressesOf(s)).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3', '10.244.0.4']);
       expect(s).toHaveLength(3);
@@ -293,7 +270,7 @@ describe('EndpointSliceController', () => {
       expect(new Set(all).size).toBe(250);
       return s;
     };
-    await waitFor(check, 10_000);
+    await eventually(check, 10_000);
     // Stable: nothing left to do, and still exactly right.
     await api.controller.idle();
     await sleep(100);
@@ -302,7 +279,7 @@ describe('EndpointSliceController', () => {
 
     // Removing pods shrinks the set without duplicating or losing any.
     await Promise.all(Array.from({ length: 60 }, (_, i) => api.registry.delete('pods', 'default', `web-${String(i).padStart(3, '0')}`, { gracePeriodSeconds: 0 })));
-    await waitFor(async () => {
+    await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(s).toHaveLength(2);
       expect(s.every((x) => x.endpoints.length <= 100)).toBe(true);
@@ -318,7 +295,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'a', { ips: ['10.244.0.1', 'fd00:10:244::1'] });
     await createPod(api, 'b', { ips: ['10.244.0.2', 'fd00:10:244::2'] });
     await createPod(api, 'c', { ips: ['10.244.0.3'] }); // IPv4 only
-    const dual = await waitFor(async () => {
+    const dual = await eventually(async () => {
       const s = await slicesOf(api, 'dual');
       expect(s.map((x) => x.addressType).sort()).toEqual(['IPv4', 'IPv6']);
       expect(addressesOf(s)).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3', 'fd00:10:244::1', 'fd00:10:244::2']);
@@ -329,12 +306,12 @@ describe('EndpointSliceController', () => {
     expect(v4.endpoints.map((e) => e.addresses[0])).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3']);
     expect(v6.endpoints.map((e) => e.addresses[0])).toEqual(['fd00:10:244::1', 'fd00:10:244::2']);
     expect(v6.endpoints.map((e) => e.targetRef?.name)).toEqual(['a', 'b']);
-    await waitFor(async () => {
+    await eventually(async () => {
       const s = await slicesOf(api, 'v4only');
       expect(s.map((x) => x.addressType)).toEqual(['IPv4']);
       expect(addressesOf(s)).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3']);
     });
-    await waitFor(async () => {
+    await eventually(async () => {
       const s = await slicesOf(api, 'v6only');
       expect(s.map((x) => x.addressType)).toEqual(['IPv6']);
       expect(addressesOf(s)).toEqual(['fd00:10:244::1', 'fd00:10:244::2']);
@@ -349,7 +326,7 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'a', { ips: ['10.244.0.1'] });
     await api.registry.create('endpointslices', 'default', { metadata: { name: 'manual-1', labels: { [SERVICE_NAME_LABEL]: 'manual' } }, addressType: 'IPv4', endpoints: [{ addresses: ['192.0.2.10'] }], ports: [{ port: 80 }] });
     // Wait until the controller demonstrably ran (web has its slice), then let it settle.
-    await waitFor(async () => expect(await slicesOf(api, 'web')).toHaveLength(1));
+    await eventually(async () => expect(await slicesOf(api, 'web')).toHaveLength(1));
     await api.controller.idle();
     await sleep(100);
     await api.controller.idle();
@@ -364,10 +341,10 @@ describe('EndpointSliceController', () => {
     await createService(api, 'web', web);
     await createService(api, 'keep', web);
     await createPod(api, 'a', { ips: ['10.244.0.1'] });
-    await waitFor(async () => expect(await slicesOf(api, 'web')).toHaveLength(1));
-    await waitFor(async () => expect(await slicesOf(api, 'keep')).toHaveLength(1));
+    await eventually(async () => expect(await slicesOf(api, 'web')).toHaveLength(1));
+    await eventually(async () => expect(await slicesOf(api, 'keep')).toHaveLength(1));
     await api.registry.delete('services', 'default', 'web');
-    await waitFor(async () => expect(await slicesOf(api, 'web')).toEqual([]));
+    await eventually(async () => expect(await slicesOf(api, 'web')).toEqual([]));
     expect(await slicesOf(api, 'keep')).toHaveLength(1);
   });
 
@@ -377,38 +354,38 @@ describe('EndpointSliceController', () => {
     await createPod(api, 'a', { ips: ['10.244.0.1'] });
     await createPod(api, 'b', { ips: ['10.244.0.2'] });
     await createPod(api, 'c', { ips: ['10.244.0.3'], nodeName: '' });
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2', '10.244.0.3']));
 
     await api.registry.patch('pods', 'default', 'a', { metadata: { labels: { app: 'retired' } } }, MERGE);
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2', '10.244.0.3']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2', '10.244.0.3']));
     await api.registry.delete('pods', 'default', 'c'); // unbound: gone at once
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2']));
     // The label comes back.
     await api.registry.patch('pods', 'default', 'a', { metadata: { labels: { app: 'web' } } }, MERGE);
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1', '10.244.0.2']));
     // The Service now selects the retired label only.
     await api.registry.patch('pods', 'default', 'b', { metadata: { labels: { app: 'retired' } } }, MERGE);
     await api.registry.patch('services', 'default', 'web', { spec: { selector: { app: 'retired' } } }, MERGE);
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.2']));
     // A selector removed: the managed slices go away.
     await api.registry.patch('services', 'default', 'web', { spec: { selector: null } }, MERGE);
-    await waitFor(async () => expect(await slicesOf(api, 'web')).toEqual([]));
+    await eventually(async () => expect(await slicesOf(api, 'web')).toEqual([]));
   });
 
   it('repairs managed slices that are edited or deleted by hand', async () => {
     const api = await start();
     await createService(api, 'web', web);
     await createPod(api, 'a', { ips: ['10.244.0.1'] });
-    const [slice] = await waitFor(async () => {
+    const [slice] = await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(addressesOf(s)).toEqual(['10.244.0.1']);
       return s;
     });
     await api.registry.update('endpointslices', 'default', slice!.metadata.name!, { ...slice!, endpoints: [{ addresses: ['192.0.2.99'] }] });
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1']));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1']));
     const [current] = await slicesOf(api, 'web');
     await api.registry.delete('endpointslices', 'default', current!.metadata.name!);
-    await waitFor(async () => {
+    await eventually(async () => {
       const s = await slicesOf(api, 'web');
       expect(s).toHaveLength(1);
       expect(s[0]!.metadata.name).not.toBe(current!.metadata.name);
@@ -435,7 +412,7 @@ describe('EndpointSliceController', () => {
     await registry.create('endpointslices', 'default', { metadata: { name: 'gone-abcde', labels: { [SERVICE_NAME_LABEL]: 'gone', [MANAGED_BY_LABEL]: MANAGED_BY } }, addressType: 'IPv4', endpoints: [] });
     await api.controller.start();
     cleanups.push(async () => api.controller.stop());
-    await waitFor(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1']));
-    await waitFor(async () => expect(await slicesOf(api, 'gone')).toEqual([]));
+    await eventually(async () => expect(addressesOf(await slicesOf(api, 'web'))).toEqual(['10.244.0.1']));
+    await eventually(async () => expect(await slicesOf(api, 'gone')).toEqual([]));
   });
 });

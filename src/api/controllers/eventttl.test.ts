@@ -5,20 +5,15 @@
  * Event stamped in the past by a recorder with a slow clock still lives a TTL after it was
  * stored; a delete decided on a stale copy never removes a newer occurrence.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { testClock, testRegistry } from './testing.js';
+import { eventually } from '../../testing/eventually.js';
 import type { CoreEvent } from '../../client/types.js';
-import { Cidr } from '../../util/ipnet.js';
 import { silentLogger } from '../../util/log.js';
 import { DEFAULT_EVENT_TTL_MS } from '../options.js';
-import { ClusterIPAllocator, PortAllocator } from '../registry/allocators.js';
 import { now } from '../registry/objects.js';
 import { Registry } from '../registry/registry.js';
-import { WatchCache } from '../registry/watchcache.js';
 import { ApiStatusError } from '../server/status.js';
-import { SqliteStore } from '../store/sqlite.js';
 import { EventTTLController, lastOccurrence } from './eventttl.js';
 import type { EventTTLOptions } from './eventttl.js';
 
@@ -38,23 +33,8 @@ afterEach(async () => {
 });
 
 async function start(): Promise<Cluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'podnet-evttl-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const store = SqliteStore.open(dir);
-  const watchCache = new WatchCache(store);
-  await watchCache.start();
-  cleanups.push(async () => {
-    watchCache.stop();
-    await store.close();
-  });
-  const clock = {
-    now: Date.parse('2031-05-01T12:00:00Z'),
-    advance(ms: number) {
-      this.now += ms;
-    },
-  };
-  const registry = new Registry({ store, watchCache, clock: () => clock.now, network: { clusterIPs: { 4: new ClusterIPAllocator(store, Cidr.parse('10.96.0.0/12')) }, primary: 4, nodePorts: new PortAllocator(store, { min: 30000, max: 32767 }) } });
-  await registry.bootstrap();
+  const clock = testClock();
+  const registry = await testRegistry(cleanups, { label: 'evttl', clock });
   return { registry, clock };
 }
 
@@ -90,18 +70,6 @@ async function exists(c: Cluster, name: string, namespace = 'default'): Promise<
   }
 }
 
-async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
-
 describe('event TTL', () => {
   it('keeps an Event until its last occurrence is a TTL old, then deletes it', async () => {
     const c = await start();
@@ -130,7 +98,7 @@ describe('event TTL', () => {
     expect(await ctl.collect()).toBe(0);
     expect(await exists(c, 'n1.b')).toBe(true);
     c.clock.advance(TTL);
-    await waitFor(async () => expect(await ctl.collect()).toBe(1));
+    await eventually(async () => expect(await ctl.collect()).toBe(1));
     expect(await exists(c, 'n1.b')).toBe(false);
   });
 
@@ -160,7 +128,7 @@ describe('event TTL', () => {
     await record(c, 'n1.d');
     await controller(c, { periodMs: 20 });
     c.clock.advance(TTL);
-    await waitFor(async () => expect(await exists(c, 'n1.d')).toBe(false));
+    await eventually(async () => expect(await exists(c, 'n1.d')).toBe(false));
   });
 
   it('defaults to kube-apiserver\'s --event-ttl of one hour', async () => {

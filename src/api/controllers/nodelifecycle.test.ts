@@ -4,18 +4,13 @@
  * and so their endpoints not ready (the EndpointSlice controller runs too); a renewed
  * Lease brings all of it back. The controller only undoes what it did itself.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { testClock, testRegistry } from './testing.js';
+import { eventually } from '../../testing/eventually.js';
 import type { Condition, EndpointSlice, Lease, Node, Pod } from '../../client/types.js';
-import { Cidr } from '../../util/ipnet.js';
 import { silentLogger } from '../../util/log.js';
-import { ClusterIPAllocator, PortAllocator } from '../registry/allocators.js';
 import { now, nowMicro } from '../registry/objects.js';
 import { Registry } from '../registry/registry.js';
-import { WatchCache } from '../registry/watchcache.js';
-import { SqliteStore } from '../store/sqlite.js';
 import { EndpointSliceController, SERVICE_NAME_LABEL } from './endpointslices.js';
 import { NODE_LEASE_NAMESPACE, NodeLifecycleController, REASON_NODE_UNKNOWN, REASON_POD_NODE_LOST } from './nodelifecycle.js';
 
@@ -37,24 +32,9 @@ afterEach(async () => {
 });
 
 async function start(opts: { endpointSlices?: boolean } = {}): Promise<Cluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'podnet-nlc-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const store = SqliteStore.open(dir);
-  const watchCache = new WatchCache(store);
-  await watchCache.start();
-  cleanups.push(async () => {
-    watchCache.stop();
-    await store.close();
-  });
-  const clock = {
-    now: Date.parse('2031-05-01T12:00:00Z'),
-    advance(ms: number) {
-      this.now += ms;
-    },
-  };
+  const clock = testClock();
+  const registry = await testRegistry(cleanups, { label: 'nlc', clock });
   const tick = () => clock.now;
-  const registry = new Registry({ store, watchCache, clock: tick, network: { clusterIPs: { 4: new ClusterIPAllocator(store, Cidr.parse('10.96.0.0/12')) }, primary: 4, nodePorts: new PortAllocator(store, { min: 30000, max: 32767 }) } });
-  await registry.bootstrap();
   if (opts.endpointSlices !== false) {
     const eps = new EndpointSliceController(registry, silentLogger());
     await eps.start();
@@ -67,18 +47,6 @@ async function start(opts: { endpointSlices?: boolean } = {}): Promise<Cluster> 
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(20);
-    }
-  }
-}
 
 /** A node as its agent registers it: Ready=True posted by the agent, and (optionally) a Lease. */
 async function addNode(c: Cluster, name: string, o: { ready?: Condition; lease?: boolean; extra?: Condition[] } = {}): Promise<void> {
@@ -135,7 +103,7 @@ describe('NodeLifecycleController', () => {
     await addPod(c, 'a2', 'node-a', '10.244.1.2');
     await addPod(c, 'b1', 'node-b', '10.244.2.1');
     await c.registry.create('services', 'default', { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } });
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true, '10.244.2.1': true }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true, '10.244.2.1': true }));
 
     // Within the grace period nothing happens.
     c.clock.advance(GRACE_MS - 1000);
@@ -145,21 +113,21 @@ describe('NodeLifecycleController', () => {
     // node-b keeps renewing (ahead of the clock jump); node-a stops.
     await renew(c, 'node-b', c.clock.now + 2000);
     c.clock.advance(2000);
-    const lost = await waitFor(async () => {
+    const lost = await eventually(async () => {
       const r = await nodeReady(c, 'node-a');
       expect(r?.status).toBe('Unknown');
       return r!;
     });
     expect(lost.reason).toBe(REASON_NODE_UNKNOWN);
     expect(lost.lastTransitionTime).toBe(now(() => c.clock.now));
-    await waitFor(async () => {
+    await eventually(async () => {
       for (const p of ['a1', 'a2']) {
         const r = await podReady(c, p);
         expect(r?.status, p).toBe('False');
         expect(r?.reason).toBe(REASON_POD_NODE_LOST);
       }
     });
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false, '10.244.2.1': true }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false, '10.244.2.1': true }));
     // The other node and its pod are untouched; other pod conditions are kept.
     expect(await nodeReady(c, 'node-b')).toMatchObject({ status: 'True', reason: 'KubeletReady' });
     expect(await podReady(c, 'b1')).toMatchObject({ status: 'True' });
@@ -170,16 +138,16 @@ describe('NodeLifecycleController', () => {
     c.clock.advance(5000);
     await renew(c, 'node-a');
     await renew(c, 'node-b');
-    await waitFor(async () => expect((await nodeReady(c, 'node-a'))?.status).toBe('True'));
-    await waitFor(async () => {
+    await eventually(async () => expect((await nodeReady(c, 'node-a'))?.status).toBe('True'));
+    await eventually(async () => {
       for (const p of ['a1', 'a2']) expect((await podReady(c, p))?.status, p).toBe('True');
     });
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true, '10.244.2.1': true }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true, '10.244.2.1': true }));
 
     // And again: a second outage is noticed too.
     await renew(c, 'node-b', c.clock.now + GRACE_MS + 1000);
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false, '10.244.2.1': true }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false, '10.244.2.1': true }));
     expect((await nodeReady(c, 'node-a'))?.reason).toBe(REASON_NODE_UNKNOWN);
   });
 
@@ -189,7 +157,7 @@ describe('NodeLifecycleController', () => {
     await sleep(PERIOD_MS * 5);
     expect((await nodeReady(c, 'fresh'))?.status).toBe('True');
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect(await nodeReady(c, 'fresh')).toMatchObject({ status: 'Unknown', reason: REASON_NODE_UNKNOWN }));
+    await eventually(async () => expect(await nodeReady(c, 'fresh')).toMatchObject({ status: 'Unknown', reason: REASON_NODE_UNKNOWN }));
   });
 
   it('only undoes its own changes', async () => {
@@ -208,7 +176,7 @@ describe('NodeLifecycleController', () => {
     await renew(c, 'agent-notready', c.clock.now + GRACE_MS + 1000);
     await renew(c, 'other-unknown', c.clock.now + GRACE_MS + 1000);
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect(await podReady(c, 'ok')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
+    await eventually(async () => expect(await podReady(c, 'ok')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
     const node = await c.registry.get<Node>('nodes', undefined, 'node-a');
     expect(node.status?.conditions?.find((x) => x.type === 'MemoryPressure')).toMatchObject(pressure);
     // A pod that was already not ready keeps its own reason.
@@ -216,7 +184,7 @@ describe('NodeLifecycleController', () => {
 
     // Renewed: node-a and "ok" come back; what the controller did not write stays as it was.
     await renew(c, 'node-a');
-    await waitFor(async () => expect((await podReady(c, 'ok'))?.status).toBe('True'));
+    await eventually(async () => expect((await podReady(c, 'ok'))?.status).toBe('True'));
     expect((await nodeReady(c, 'node-a'))?.status).toBe('True');
     await sleep(PERIOD_MS * 5);
     expect(await podReady(c, 'probe-failing')).toMatchObject({ status: 'False', reason: 'ContainersNotReady' });
@@ -232,14 +200,14 @@ describe('NodeLifecycleController', () => {
     await addPod(c, 'a1', 'node-a', '10.244.1.1');
     await c.registry.create('services', 'default', { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } });
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect(await podReady(c, 'a1')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
+    await eventually(async () => expect(await podReady(c, 'a1')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
     // A late status write (or a new pod bound to the lost node) says Ready=True.
     await addPod(c, 'a2', 'node-a', '10.244.1.2');
-    await waitFor(async () => expect(await podReady(c, 'a2')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false }));
+    await eventually(async () => expect(await podReady(c, 'a2')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': false, '10.244.1.2': false }));
     // Both come back with the lease.
     await renew(c, 'node-a');
-    await waitFor(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true }));
+    await eventually(async () => expect(await endpointReadiness(c, 'web')).toEqual({ '10.244.1.1': true, '10.244.1.2': true }));
   });
 
   it('pods it marked come back even when the node was made Ready by someone else first', async () => {
@@ -247,12 +215,12 @@ describe('NodeLifecycleController', () => {
     await addNode(c, 'node-a');
     await addPod(c, 'a1', 'node-a', '10.244.1.1');
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect(await podReady(c, 'a1')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
+    await eventually(async () => expect(await podReady(c, 'a1')).toMatchObject({ status: 'False', reason: REASON_POD_NODE_LOST }));
     // The agent comes back and posts Ready=True itself before the controller saw the lease.
     const ts = now(() => c.clock.now);
     await c.registry.patch('nodes', undefined, 'node-a', { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: ts, lastTransitionTime: ts }] } }, MERGE, { subresource: 'status' });
     await renew(c, 'node-a');
-    await waitFor(async () => expect((await podReady(c, 'a1'))?.status).toBe('True'));
+    await eventually(async () => expect((await podReady(c, 'a1'))?.status).toBe('True'));
   });
 
   it('ignores leases in other namespaces', async () => {
@@ -261,6 +229,6 @@ describe('NodeLifecycleController', () => {
     const elsewhere: Lease = { metadata: { name: 'node-a' }, spec: { holderIdentity: 'node-a', renewTime: nowMicro(() => c.clock.now + GRACE_MS * 10) } };
     await c.registry.create('leases', 'default', elsewhere);
     c.clock.advance(GRACE_MS + 1000);
-    await waitFor(async () => expect((await nodeReady(c, 'node-a'))?.status).toBe('Unknown'));
+    await eventually(async () => expect((await nodeReady(c, 'node-a'))?.status).toBe('Unknown'));
   });
 });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../../testing/eventually.js';
 import { EventRecorder, eventSink } from '../../agent/events.js';
 import { KubeClient } from '../../client/index.js';
 import { RESOURCES } from '../../client/resources.js';
@@ -92,19 +93,6 @@ class Harness {
 
 const EVENTS = '/api/v1/namespaces/default/events';
 const nodeRef = (name: string) => ({ kind: 'Node', apiVersion: 'v1', name, uid: name });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(25);
-    }
-  }
-}
 
 describe('events: create, list, watch, authorization', () => {
   let h: Harness;
@@ -139,7 +127,7 @@ describe('events: create, list, watch, authorization', () => {
       expect(mine).toHaveLength(1);
       expect(mine[0]).toMatchObject({ apiVersion: 'v1', kind: 'Event', metadata: { namespace: 'default', name: expect.stringMatching(/^n1\.[0-9a-f]{16}$/) }, reason: 'NotOnLink', type: 'Warning', count: 2, source: { component: 'podnet-agent', host: 'n1' } });
 
-      await waitFor(() => expect(seen.map((e) => [e.type, e.object.count])).toEqual([['ADDED', 1], ['MODIFIED', 2]]));
+      await eventually(() => expect(seen.map((e) => [e.type, e.object.count])).toEqual([['ADDED', 1], ['MODIFIED', 2]]));
     } finally {
       watch.stop();
     }
@@ -218,13 +206,13 @@ describe('events: TTL', () => {
       const made = await h.call<CoreEvent>('admin', 'POST', EVENTS, { body: { metadata: { name: 'n1.ttl' }, involvedObject: nodeRef('n1'), reason: 'NotOnLink', message: 'x', type: 'Warning', count: 1, lastTimestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') } });
       expect(made.status, made.text).toBe(201);
       expect((await h.call('admin', 'GET', `${EVENTS}/n1.ttl`)).status).toBe(200);
-      await waitFor(async () => expect((await h.call('admin', 'GET', `${EVENTS}/n1.ttl`)).status).toBe(404), 6000);
+      await eventually(async () => expect((await h.call('admin', 'GET', `${EVENTS}/n1.ttl`)).status).toBe(404), 6000);
       // Not before the TTL (2 s; timestamps have whole seconds, so up to a second early),
       // and within TTL + the 1 s period + slack.
       const gone = Date.now() - t0;
       expect(gone).toBeGreaterThanOrEqual(950);
       expect(gone).toBeLessThan(5000);
-      await waitFor(() => expect(seen.map((e) => [e.type, e.object.metadata.name])).toEqual([['ADDED', 'n1.ttl'], ['DELETED', 'n1.ttl']]));
+      await eventually(() => expect(seen.map((e) => [e.type, e.object.metadata.name])).toEqual([['ADDED', 'n1.ttl'], ['DELETED', 'n1.ttl']]));
     } finally {
       watch.stop();
     }
@@ -237,7 +225,7 @@ describe('events: TTL', () => {
     await recorder.record(problem);
     const first = await list();
     expect(first.map((e) => e.count)).toEqual([1]);
-    await waitFor(async () => expect(await list()).toEqual([]), 6000);
+    await eventually(async () => expect(await list()).toEqual([]), 6000);
     await recorder.record(problem);
     const again = await list();
     expect(again.map((e) => e.count)).toEqual([1]);
