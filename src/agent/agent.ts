@@ -19,6 +19,7 @@ import type { NodeNetwork } from '../pods/sandbox.js';
 import { createBackend, removeOtherBackends } from '../transport/index.js';
 import { TransportController } from './transport.js';
 import { EventRecorder, eventSink } from './events.js';
+import { setupProxy } from './proxy.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
@@ -144,17 +145,20 @@ export class Agent {
       const recorder = new EventRecorder({ sink: eventSink(client), component: 'podnet-agent', host: cfg.nodeName, log: log.child({ component: 'events' }) });
       const transport = new TransportController({ client, backend, registration: reg, nodeName: cfg.nodeName, log: log.child({ component: 'transport' }), metrics: this.metrics, resyncMs: cfg.resyncMs, recorder });
       this.transport = transport;
+      const proxy = await setupProxy({ cfg, client, metrics: this.metrics, log });
+      if (proxy) closers.push(() => proxy.close());
       const heartbeat = reg.run(signal);
       const pods = reconciler.run(signal);
       const peers = transport.run(signal);
+      const services = proxy ? proxy.proxier.run(signal) : Promise.resolve();
       void (async () => {
-        while (!signal.aborted && !(reconciler.ready && transport.ready)) await new Promise((r) => setTimeout(r, 50));
+        while (!signal.aborted && !(reconciler.ready && transport.ready && (!proxy || proxy.proxier.ready))) await new Promise((r) => setTimeout(r, 50));
         if (signal.aborted) return;
         this.ready = true;
         await reg.setReady(true, 'PodnetAgentReady', 'podnet agent is ready: pod network configured').catch((e: unknown) => log.warn({ err: formatError(e) }, 'cannot report the node ready'));
       })();
       log.info({ listen: `${cfg.listen.host}:${server.port}`, cniSocket: cfg.cniSocket }, 'podnet agent running');
-      await Promise.all([heartbeat, pods, peers]);
+      await Promise.all([heartbeat, pods, peers, services]);
     } finally {
       for (const c of closers.reverse()) {
         try {

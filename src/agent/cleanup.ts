@@ -1,7 +1,7 @@
 /**
  * `podnet cleanup`: removes everything podnet made on this host — pod sandboxes and their
  * pause processes, pod namespaces with the node's prefix, podnet veths, the bridge, the
- * transports' devices and routes,
+ * transports' devices and routes, the service proxy's rules of every mode,
  * podnet's nft tables, and the node's state (IPAM journal, subnet claim, records).
  * Idempotent; refuses while an agent holds the state dir (it would fight the agent).
  * The API objects (the Node and its subnet) are left alone: the next agent reuses them,
@@ -19,6 +19,7 @@ import type { Logger } from '../util/log.js';
 import { NFT_TABLE } from './masquerade.js';
 import { teardownAll } from '../transport/index.js';
 import { readAgentSettings } from './settings.js';
+import { cleanupOtherModes } from '../proxy/modes.js';
 import { removeNetns } from './pods.js';
 
 export interface CleanupReport {
@@ -66,6 +67,9 @@ export async function cleanup(opts: { nodeName: string; stateDir: string; netnsP
       }
     }
     await teardownAll(host);
+    // The proxy of every mode (iptables PODNET-* chains and ipsets, IPVS services and podnet-ipvs0, nftables chains)...
+    await cleanupOtherModes(undefined, log);
+    // ...and podnet's nft tables (egress masquerade, what the nftables proxy left).
     for (const fam of ['ip', 'ip6'] as const) await nftDeleteTable(fam, NFT_TABLE);
   } finally {
     host.close();
