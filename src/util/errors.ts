@@ -24,6 +24,8 @@ export const ErrorCodes = {
   /** The kernel refused a netlink request; `errno` says why. */
   NETLINK: 'PODNET_NETLINK',
   NETLINK_TIMEOUT: 'PODNET_NETLINK_TIMEOUT',
+  /** nf_tables refused (part of) a transaction, or a transaction refers to what does not exist; `errno` says why. */
+  NFT: 'PODNET_NFT',
   /** A dump kept being interrupted by concurrent changes; retries exhausted. */
   DUMP_INTERRUPTED: 'PODNET_DUMP_INTERRUPTED',
   /** A system call in the native addon failed. */

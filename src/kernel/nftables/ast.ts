@@ -38,11 +38,19 @@ export type NftExpr =
   | { kind: 'meta'; key: 'l4proto' | 'mark' }
   /** `ct state` (compared with a list of states: "new", "established", "related", "invalid"). */
   | { kind: 'ct'; key: 'state' }
-  /** `fib daddr type` (compared with "local"). */
-  | { kind: 'fib'; what: 'daddr type' }
+  /**
+   * `fib daddr type` / `fib saddr type` (compared with "local"): the address type of the
+   * destination / source address (NFTA_FIB_F_DADDR / NFTA_FIB_F_SADDR, result ADDRTYPE).
+   */
+  | { kind: 'fib'; what: 'daddr type' | 'saddr type' }
   /** `numgen random mod <mod>` (values 0..mod-1). */
   | { kind: 'numgen'; mod: number }
-  /** A constant, inside a concatenation (`ip saddr . 10.244.1.5 . 8080`); `type` says how to encode it. */
+  /**
+   * A constant, inside a concatenation (`ip saddr . 10.244.1.5 . 8080`); `type` says how to encode it.
+   * Only in `update @set { ... }` keys: nft 1.0.6 cannot parse constants in a lookup's key and
+   * lists a kernel-made one as `ip saddr . 0xaf40105 [invalid type] . ...` (measured), so the
+   * planner never puts one in a `lookup`.
+   */
   | { kind: 'const'; type: NftType; value: string }
   /** `a . b . c` */
   | { kind: 'concat'; parts: NftExpr[] };
@@ -63,6 +71,12 @@ export type NftStmt =
   | { kind: 'mark-or'; value: number }
   /** `meta mark set meta mark ^ <value>` */
   | { kind: 'mark-xor'; value: number }
+  /**
+   * `meta mark & <mask> == <value>` / `!=` (nft prints both as 0x%08x): a test of mark bits
+   * (meta load, bitwise and with mask, cmp). E.g. masquerading's
+   * `meta mark & 0x00004000 == 0x00000000 return`.
+   */
+  | { kind: 'mark-test'; mask: number; op: '==' | '!='; value: number }
   /** `update @<set> { <key> }` (the set has flags dynamic,timeout; its timeout applies). */
   | { kind: 'set-update'; set: string; key: NftExpr }
   /** `dnat to <addr>:<port>` (`dnat to [<v6>]:<port>` in ip6); needs a prior l4proto match. */
@@ -107,6 +121,11 @@ export interface NftSet {
   /** Elements added from the packet path (`update @set`), each expiring after timeoutSeconds. */
   dynamic?: boolean;
   timeoutSeconds?: number;
+  /**
+   * Maximum number of elements (NFTA_SET_DESC_SIZE; nft prints `size N`). Dynamic sets need
+   * one: the kernel adds no element from the packet path beyond it (nft gives 65535).
+   */
+  size?: number;
   comment?: string;
 }
 

@@ -1,0 +1,366 @@
+/**
+ * The IPVS proxy mode: plans with plan.ts (pure) and applies with the kernel executors --
+ * IPVS over generic netlink (kernel/ipvs.ts), the VIPs on the dummy device podnet-ipvs0
+ * over rtnetlink, ipsets (kernel/ipset.ts) and a small static iptables ruleset
+ * (kernel/iptables.ts) for masquerade, hairpin and the filter on VIP ports.
+ *
+ * - A full sync (the first, the periodic one, the one after a failure, or when the node's
+ *   addresses / cluster CIDR changed) makes sure of the infrastructure (IPVS sysctls, the
+ *   dummy device, the sets, the chains and their jumps), then OBSERVES the kernel: the IPVS
+ *   table (GET_SERVICE dump, and GET_DEST per podnet service), the dummy device's addresses
+ *   and podnet's set members; and applies diff(desired, observed). A virtual server is
+ *   podnet's when its address is on podnet-ipvs0 or it is recorded in a NODEPORTS set; any
+ *   other (foreign) IPVS service is never touched.
+ * - A partial sync plans only the changed service ports and diffs them against the model of
+ *   what the last sync installed: only their virtual servers, real servers, VIPs and set
+ *   entries change.
+ * - cleanup() removes podnet's virtual servers, the dummy device (its VIPs go with it),
+ *   podnet's chains and the jumps to them, and podnet's sets, in both families.
+ */
+import { Netlink } from '../../kernel/index.js';
+import type { NetNS } from '../../kernel/netns.js';
+import { Ipvs } from '../../kernel/ipvs.js';
+import type { IpvsService } from '../../kernel/ipvs.js';
+import { ipsetDestroy, ipsetMembers, ipsetNames, ipsetRestore } from '../../kernel/ipset.js';
+import { iptablesRestore, iptablesSave } from '../../kernel/iptables.js';
+import type { IptablesExecOptions } from '../../kernel/iptables.js';
+import { setSysctl } from '../../kernel/sysctl.js';
+import { ErrorCodes, isPodnetError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
+import type { Family, ProxyMode, ProxyNodeConfig, ProxySnapshot, SyncResult } from '../types.js';
+import {
+  DUMMY_DEVICE,
+  PlanIndex,
+  cleanupRules,
+  diff,
+  emptyState,
+  ipPortEntry,
+  merge,
+  missingJumps,
+  planPort,
+  planRules,
+  planSnapshots,
+  restrict,
+  setDefs,
+  setName,
+  vsId,
+} from './plan.js';
+import type { IpvsOp, IpvsState, Touched, VirtualServer } from './plan.js';
+
+export interface IpvsModeOptions {
+  /** Program this network namespace instead of the current one. */
+  netns?: NetNS;
+  log: Logger;
+}
+
+/** What the last successful sync did (logs, tests). */
+export interface IpvsSyncReport {
+  full: boolean;
+  ops: number;
+  /** Operations by kind: `add-service` -> 3 ... */
+  byOp: Record<string, number>;
+  ms: number;
+}
+
+export interface IpvsMode extends ProxyMode {
+  readonly name: 'ipvs';
+  lastSync(): IpvsSyncReport | undefined;
+  /** What podnet believes is installed (after a successful sync). */
+  model(): IpvsState;
+  /** Closes the netlink sockets (they reopen on the next sync). */
+  close(): void;
+}
+
+const FAMILIES: readonly Family[] = [4, 6];
+/** The IPv6 link-local address the kernel gives an up device is not a VIP. */
+const SCOPE_LINK = 253;
+/** The IPVS sysctls kube-proxy's IPVS mode sets (net.ipv4.vs.* covers both families). */
+const SYSCTLS: readonly [string, string][] = [
+  // Conntrack for IPVS connections: required for the iptables masquerade of IPVS traffic.
+  ['net.ipv4.vs.conntrack', '1'],
+  // A connection to a removed real server is dropped at once, so clients reconnect elsewhere.
+  ['net.ipv4.vs.expire_nodest_conn', '1'],
+  ['net.ipv4.vs.expire_quiescent_template', '1'],
+];
+
+const nodeKey = (n: ProxyNodeConfig) => JSON.stringify([n.family, [...n.nodeIPs].sort(), n.clusterCIDR ?? '']);
+
+export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
+  const log = o.log;
+  const exec: IptablesExecOptions = o.netns ? { netns: o.netns } : {};
+  let ipvs: Ipvs | undefined;
+  let nl: Netlink | undefined;
+  let index = new PlanIndex();
+  let installed: IpvsState = emptyState();
+  let nodes = '';
+  let needFull = true;
+  let report: IpvsSyncReport | undefined;
+
+  async function handles(): Promise<{ ipvs: Ipvs; nl: Netlink }> {
+    nl ??= Netlink.open(o.netns);
+    ipvs ??= await Ipvs.open(o.netns);
+    return { ipvs, nl };
+  }
+
+  function close(): void {
+    ipvs?.close();
+    nl?.close();
+    ipvs = undefined;
+    nl = undefined;
+  }
+
+  /** Sysctls, the dummy device, the sets and the chains (idempotent). */
+  async function ensureInfra(h: { nl: Netlink }, snapshots: readonly ProxySnapshot[]): Promise<void> {
+    for (const [k, v] of SYSCTLS) setSysctl(o.netns, k, v);
+    // Up: IPv6 gets its local routes only on an up device. A dummy is NOARP anyway.
+    await h.nl.links.ensure({ kind: 'dummy', name: DUMMY_DEVICE, up: true });
+    const creates = snapshots.flatMap((s) => setDefs(s.family).map((d) => `create ${d.name} ${d.type} family ${d.family === 4 ? 'inet' : 'inet6'}`));
+    await ipsetRestore(`${creates.join('\n')}\n`, 'creating the IPVS mode ipsets', exec);
+    await Promise.all(
+      snapshots.map(async (s) => {
+        const saved = await savedRules(s.family);
+        await iptablesRestore(s.family, planRules(s.family, s.node, missingJumps(saved)), `installing the IPVS mode's iptables rules (IPv${s.family})`, exec);
+      }),
+    );
+  }
+
+  async function savedRules(family: Family): Promise<string> {
+    const [nat, filter] = await Promise.all([iptablesSave(family, 'nat', exec), iptablesSave(family, 'filter', exec)]);
+    return nat + filter;
+  }
+
+  /** Members of podnet's sets that exist, by name. */
+  async function setMembers(names: readonly string[]): Promise<Map<string, Set<string>>> {
+    const existing = new Set(await ipsetNames(exec));
+    const present = names.filter((n) => existing.has(n));
+    const members = await Promise.all(present.map((n) => ipsetMembers(n, exec)));
+    return new Map(present.map((n, i) => [n, new Set(members[i] ?? [])]));
+  }
+
+  /** podnet's part of the kernel state, as an IpvsState. */
+  async function observe(h: { ipvs: Ipvs; nl: Netlink }, families: readonly Family[], desired: IpvsState): Promise<IpvsState> {
+    const out = emptyState();
+    const link = await h.nl.links.get(DUMMY_DEVICE);
+    if (link) for (const a of await h.nl.addrs.list({ dev: link.index })) if (families.includes(a.family) && a.scope !== SCOPE_LINK) out.vips.add(a.ip);
+    for (const [n, m] of await setMembers(families.flatMap((f) => setDefs(f).map((d) => d.name)))) out.sets.set(n, m);
+    const services = await h.ipvs.listServices();
+    const ours = services.filter((s) => families.includes(s.family) && isOurs(s, out, desired));
+    const dests = await Promise.all(ours.map((s) => h.ipvs.listDests(s)));
+    ours.forEach((s, i) => {
+      const v = fromKernel(s, dests[i]!);
+      out.virtualServers.set(v.id, v);
+    });
+    return out;
+  }
+
+  async function apply(h: { ipvs: Ipvs; nl: Netlink }, ops: readonly IpvsOp[]): Promise<void> {
+    const adds = ops.filter((x) => x.op === 'add-entry');
+    const dels = ops.filter((x) => x.op === 'del-entry');
+    if (adds.length) await ipsetRestore(adds.map((x) => `add ${x.set} ${x.entry}`).join('\n') + '\n', 'adding IPVS mode ipset entries', exec);
+    await settle(
+      ops.filter((x) => x.op === 'add-vip').map((x) => h.nl.addrs.ensure(DUMMY_DEVICE, hostAddr(x.address), { nodad: true, noprefixroute: true })),
+    );
+    // Requests are written in call order and the kernel applies each in turn, so a service
+    // is created before its real servers even though the calls are not awaited one by one.
+    const kernelOps: Promise<unknown>[] = [];
+    for (const x of ops) {
+      switch (x.op) {
+        case 'add-service':
+          kernelOps.push(h.ipvs.addService(spec(x.vs)));
+          break;
+        case 'update-service':
+          kernelOps.push(h.ipvs.updateService(spec(x.vs)));
+          break;
+        case 'add-dest':
+          kernelOps.push(h.ipvs.addDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
+          break;
+        case 'update-dest':
+          kernelOps.push(h.ipvs.updateDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
+          break;
+        case 'del-dest':
+          kernelOps.push(h.ipvs.deleteDest(spec(x.vs), x.rs));
+          break;
+        case 'del-service':
+          kernelOps.push(h.ipvs.deleteService(spec(x.vs)));
+          break;
+        default:
+          break;
+      }
+    }
+    await settle(kernelOps);
+    await settle(ops.filter((x) => x.op === 'del-vip').map((x) => h.nl.addrs.delete(DUMMY_DEVICE, hostAddr(x.address))));
+    if (dels.length) await ipsetRestore(dels.map((x) => `del ${x.set} ${x.entry}`).join('\n') + '\n', 'removing IPVS mode ipset entries', exec);
+  }
+
+  function count(ops: readonly IpvsOp[]): Record<string, number> {
+    const by: Record<string, number> = {};
+    for (const x of ops) by[x.op] = (by[x.op] ?? 0) + 1;
+    return by;
+  }
+
+  async function fullSync(snapshots: readonly ProxySnapshot[]): Promise<SyncResult> {
+    const t0 = performance.now();
+    const h = await handles();
+    const families = snapshots.map((s) => s.family);
+    const next = planSnapshots(snapshots);
+    const desired = next.state();
+    await ensureInfra(h, snapshots);
+    const observed = await observe(h, families, desired);
+    const ops = diff(desired, observed);
+    await apply(h, ops);
+    const removed = [...index.keys()].filter((k) => !next.has(k)).length;
+    index = next;
+    installed = desired;
+    nodes = JSON.stringify(snapshots.map((s) => nodeKey(s.node)));
+    report = { full: true, ops: ops.length, byOp: count(ops), ms: performance.now() - t0 };
+    log.debug({ mode: 'ipvs', ...report }, 'ipvs full sync');
+    return { servicesWritten: [...next.keys()].length, servicesRemoved: removed, full: true };
+  }
+
+  async function partialSync(snapshots: readonly ProxySnapshot[], changed: ReadonlySet<string>): Promise<SyncResult> {
+    const t0 = performance.now();
+    const h = await handles();
+    const touched: Touched = { virtualServers: new Set(), vips: new Set(), entries: new Set() };
+    let written = 0;
+    let removed = 0;
+    for (const snap of snapshots) {
+      for (const key of changed) {
+        const pk = PlanIndex.portKey(snap.family, key);
+        const sp = snap.services.get(key);
+        if (sp) {
+          const plan = planPort(sp, snap.node);
+          if (JSON.stringify(plan, mapJson) === JSON.stringify(index.get(pk), mapJson)) continue;
+          index.set(pk, plan, touched);
+          written++;
+        } else if (index.has(pk)) {
+          index.set(pk, undefined, touched);
+          removed++;
+        }
+      }
+    }
+    const desired = index.state(touched);
+    const ops = diff(desired, restrict(installed, touched));
+    await apply(h, ops);
+    merge(installed, desired, touched);
+    report = { full: false, ops: ops.length, byOp: count(ops), ms: performance.now() - t0 };
+    log.debug({ mode: 'ipvs', ...report }, 'ipvs partial sync');
+    return { servicesWritten: written, servicesRemoved: removed, full: false };
+  }
+
+  return {
+    name: 'ipvs',
+
+    async sync(snapshots, changed) {
+      const full = needFull || changed === undefined || JSON.stringify(snapshots.map((s) => nodeKey(s.node))) !== nodes;
+      try {
+        const r = full ? await fullSync(snapshots) : await partialSync(snapshots, changed!);
+        needFull = false;
+        return r;
+      } catch (e) {
+        // The model may be off now: the next sync re-reads the kernel.
+        needFull = true;
+        throw e;
+      }
+    },
+
+    async cleanup() {
+      needFull = true;
+      const problems: unknown[] = [];
+      const step = async (fn: () => Promise<unknown>) => {
+        try {
+          await fn();
+        } catch (e) {
+          problems.push(e);
+        }
+      };
+      let h: { ipvs: Ipvs | undefined; nl: Netlink };
+      try {
+        const opened = await handles();
+        h = opened;
+      } catch (e) {
+        // No IPVS in this kernel: nothing of ours can be in its table.
+        if (!isPodnetError(e, ErrorCodes.UNSUPPORTED)) throw e;
+        nl ??= Netlink.open(o.netns);
+        h = { ipvs: undefined, nl };
+      }
+      await step(async () => {
+        if (!h.ipvs) return;
+        const state = emptyState();
+        const link = await h.nl.links.get(DUMMY_DEVICE);
+        if (link) for (const a of await h.nl.addrs.list({ dev: link.index })) state.vips.add(a.ip);
+        state.sets = await setMembers(FAMILIES.map((f) => setName('NODEPORTS', f)));
+        const ipvsH = h.ipvs;
+        const ours = (await ipvsH.listServices()).filter((s) => isOurs(s, state, installed));
+        await settle(ours.map((s) => ipvsH.deleteService(s)));
+      });
+      await step(() => h.nl.links.delete(DUMMY_DEVICE));
+      for (const f of FAMILIES) {
+        await step(async () => {
+          const script = cleanupRules(await savedRules(f));
+          if (script) await iptablesRestore(f, script, `removing the IPVS mode's iptables rules (IPv${f})`, exec);
+        });
+      }
+      await step(async () => {
+        const existing = new Set(await ipsetNames(exec));
+        const ours = FAMILIES.flatMap((f) => setDefs(f).map((d) => d.name)).filter((n) => existing.has(n));
+        await ipsetDestroy(ours, 'destroying the IPVS mode ipsets', exec);
+      });
+      index = new PlanIndex();
+      installed = emptyState();
+      close();
+      if (problems.length) throw problems[0];
+    },
+
+    lastSync: () => report,
+    model: () => installed,
+    close,
+  };
+}
+
+/** A virtual server is podnet's when its address is one of podnet's VIPs, or a recorded NodePort. */
+function isOurs(s: IpvsService, observed: IpvsState, desired: IpvsState): boolean {
+  if (observed.vips.has(s.address)) return true;
+  if (observed.sets.get(setName('NODEPORTS', s.family))?.has(ipPortEntry(s.address, s.protocol, s.port))) return true;
+  return desired.virtualServers.has(vsId(s.protocol, s.address, s.port));
+}
+
+function fromKernel(s: IpvsService, dests: readonly { address: string; port: number; weight: number }[]): VirtualServer {
+  return {
+    id: vsId(s.protocol, s.address, s.port),
+    family: s.family,
+    protocol: s.protocol,
+    address: s.address,
+    port: s.port,
+    scheduler: s.scheduler,
+    ...(s.persistent ? { persistentTimeout: s.timeout } : {}),
+    realServers: dests
+      .map((d) => ({ address: d.address, port: d.port, weight: d.weight }))
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port)),
+  };
+}
+
+function spec(vs: VirtualServer) {
+  return {
+    family: vs.family,
+    protocol: vs.protocol,
+    address: vs.address,
+    port: vs.port,
+    scheduler: vs.scheduler,
+    ...(vs.persistentTimeout !== undefined ? { persistentTimeout: vs.persistentTimeout } : {}),
+  };
+}
+
+const hostAddr = (ip: string) => `${ip}/${ip.includes(':') ? 128 : 32}`;
+
+/** JSON.stringify replacer that writes Maps as entry lists (PortPlan.entries). */
+function mapJson(_k: string, v: unknown): unknown {
+  return v instanceof Map ? [...v] : v;
+}
+
+/** Waits for every promise (so none is left in flight), then throws the first failure. */
+async function settle(ps: readonly Promise<unknown>[]): Promise<void> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+}
+

@@ -1,0 +1,705 @@
+/**
+ * The nftables mode's planner (pure): a ProxySnapshot → the objects podnet wants in table
+ * `ip podnet` / `ip6 podnet` (planTable), and the transaction from what was installed to
+ * that (planTransaction). The layout and its reasons are in README.md; in short:
+ *
+ *   nat-prerouting / nat-output → services: `ip daddr . meta l4proto . th dport vmap @service-ips`
+ *     and `... vmap @service-nodeports` → service-H / local-H / external-H → endpoint-E (dnat)
+ *   filter-prerouting / filter-output: VIPs and NodePorts with no endpoint → reject-chain
+ *   nat-postrouting → masquerading (packets marked 0x4000 by mark-for-masquerade)
+ *
+ * Everything shared by all Services is a named map (no anonymous set or map anywhere);
+ * per Service there are chains only, plus a dynamic set per endpoint with ClientIP
+ * affinity. A partial plan touches only the changed service ports: O(changed).
+ */
+import type { NftChain, NftElement, NftExpr, NftFamily, NftRule, NftSet, NftStmt, NftTable, NftType, NftVerdict } from '../../kernel/nftables/ast.js';
+import type { NftOp, NftTransaction } from '../../kernel/nftables/ops.js';
+import { portHash } from '../names.js';
+import { usable } from '../snapshot.js';
+import type { Family, ProxyEndpoint, ProxyNodeConfig, ProxyServicePort, ProxySnapshot } from '../types.js';
+import { MASQUERADE_MARK } from '../types.js';
+import { PMap } from './pmap.js';
+import { nftAddr } from './render.js';
+
+export const TABLE_NAME = 'podnet';
+
+/** The fixed chains podnet's proxy owns in the table. */
+export const CHAINS = {
+  filterPrerouting: 'filter-prerouting',
+  filterOutput: 'filter-output',
+  natPrerouting: 'nat-prerouting',
+  natOutput: 'nat-output',
+  natPostrouting: 'nat-postrouting',
+  services: 'services',
+  masquerading: 'masquerading',
+  markForMasquerade: 'mark-for-masquerade',
+  reject: 'reject-chain',
+} as const;
+
+/** The shared verdict maps. */
+export const MAPS = {
+  serviceIPs: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+} as const;
+
+/** The node addresses NodePorts answer on (present when ProxyNodeConfig.nodeIPs is not empty). */
+export const NODEPORT_IPS_SET = 'nodeport-ips';
+
+/** Elements an affinity set may hold (nft's default for dynamic sets). */
+export const AFFINITY_SET_SIZE = 65535;
+
+/** Filter chains run before DNAT (dstnat = -100). */
+export const FILTER_PRIORITY = -110;
+export const DSTNAT_PRIORITY = -100;
+export const SRCNAT_PRIORITY = 100;
+
+/** Elements per add-elements op (keeps each netlink message moderate). */
+const ELEMENT_CHUNK = 1000;
+
+const FIXED_CHAINS: ReadonlySet<string> = new Set(Object.values(CHAINS));
+const FIXED_SETS: ReadonlySet<string> = new Set([...Object.values(MAPS), NODEPORT_IPS_SET]);
+const MAP_NAMES: ReadonlySet<string> = new Set(Object.values(MAPS));
+const PER_SERVICE_CHAIN = /^(service|local|external|endpoint)-[A-Z2-7]{8}-/;
+const PER_SERVICE_SET = /^affinity-[A-Z2-7]{8}-/;
+
+/** True for a chain name podnet's proxy owns (its fixed chains and per-service prefixes). */
+export function isOwnedChain(name: string): boolean {
+  return FIXED_CHAINS.has(name) || PER_SERVICE_CHAIN.test(name);
+}
+
+/** True for a set or map name podnet's proxy owns. */
+export function isOwnedSet(name: string): boolean {
+  return FIXED_SETS.has(name) || PER_SERVICE_SET.test(name);
+}
+
+/** True for the owned names that are verdict maps (`flush map`, not `flush set`). */
+export function isOwnedMap(name: string): boolean {
+  return MAP_NAMES.has(name);
+}
+
+// ---------------------------------------------------------------- the planned state
+
+/** One entry a service port wants in a shared map. */
+export interface MapElement {
+  readonly map: string;
+  readonly element: NftElement;
+}
+
+/** Everything one service port contributes to the table. */
+export interface ServiceObjects {
+  readonly key: string;
+  /** The service port these were planned from (a full re-plan reuses them while it is the same object). */
+  readonly port: ProxyServicePort;
+  /** Its chains, in table order: service-, local-, external-, then endpoint- chains. */
+  readonly chains: readonly NftChain[];
+  /** Its affinity sets (one per endpoint with ClientIP affinity). */
+  readonly sets: readonly NftSet[];
+  /** What it wants in the shared maps (the first service port by key owns a contested key). */
+  readonly elements: readonly MapElement[];
+}
+
+/** The objects shared by all Services: a function of the family and the node config. */
+export interface BaseObjects {
+  readonly chains: readonly NftChain[];
+  readonly sets: readonly NftSet[];
+  /** Static elements of the base sets (nodeport-ips). */
+  readonly elements: ReadonlyMap<string, readonly NftElement[]>;
+}
+
+const claimKey = (map: string, key: readonly string[]): string => `${map}|${key.join(' . ')}`;
+
+/** What podnet wants in one family's table: the result of planTable. */
+export class PlannedState {
+  readonly family: Family;
+  readonly nftFamily: NftFamily;
+  readonly tableName: string;
+  readonly node: ProxyNodeConfig;
+  readonly base: BaseObjects;
+  /** By service port key. */
+  readonly perService: ReadonlyMap<string, ServiceObjects>;
+  /** Claims on shared-map keys: claimKey → the service port keys wanting it, sorted. */
+  readonly claims: ReadonlyMap<string, readonly string[]>;
+  /** @internal Compared to decide whether a partial sync is possible. */
+  readonly nodeSignature: string;
+  #table: NftTable | undefined;
+
+  /** @internal Use planTable. */
+  constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<readonly string[]>; nodeSignature: string }) {
+    this.family = o.family;
+    this.nftFamily = o.family === 4 ? 'ip' : 'ip6';
+    this.tableName = TABLE_NAME;
+    this.node = o.node;
+    this.base = o.base;
+    this.perService = o.perService;
+    this.claims = o.claims;
+    this.nodeSignature = o.nodeSignature;
+  }
+
+  /** @internal */
+  get pServices(): PMap<ServiceObjects> {
+    return this.perService as PMap<ServiceObjects>;
+  }
+
+  /** @internal */
+  get pClaims(): PMap<readonly string[]> {
+    return this.claims as PMap<readonly string[]>;
+  }
+
+  /** The map element installed for a claim key (its first claimant's), if any. */
+  installed(ck: string): MapElement | undefined {
+    const owner = this.claims.get(ck)?.[0];
+    if (owner === undefined) return undefined;
+    return this.perService.get(owner)?.elements.find((me) => claimKey(me.map, me.element.key) === ck);
+  }
+
+  /**
+   * The whole table (built on first use: O(all), so a partial sync never asks for it).
+   * Order: base sets, affinity sets by service key; base chains, then each service port's
+   * chains by key — the order a full sync creates them in, i.e. how the kernel lists them.
+   */
+  get table(): NftTable {
+    if (this.#table) return this.#table;
+    const sets: NftSet[] = [...this.base.sets];
+    const chains: NftChain[] = [...this.base.chains];
+    const elements = new Map<string, NftElement[]>();
+    for (const s of this.base.sets) if (!s.dynamic) elements.set(s.name, [...(this.base.elements.get(s.name) ?? [])]);
+    const keys = [...this.perService.keys()].sort();
+    for (const k of keys) {
+      const o = this.perService.get(k)!;
+      for (const s of o.sets) sets.push(s);
+      for (const c of o.chains) chains.push(c);
+      for (const me of o.elements) {
+        if (this.claims.get(claimKey(me.map, me.element.key))?.[0] !== k) continue;
+        elements.get(me.map)?.push(me.element);
+      }
+    }
+    this.#table = { family: this.nftFamily, name: this.tableName, sets, elements, chains };
+    return this.#table;
+  }
+}
+
+// ---------------------------------------------------------------- per-family context
+
+interface Ctx {
+  family: Family;
+  saddr: 'ip saddr' | 'ip6 saddr';
+  daddr: 'ip daddr' | 'ip6 daddr';
+  /** Shared expression objects (the planned objects are immutable, so they can be). */
+  saddrExpr: NftExpr;
+  daddrExpr: NftExpr;
+  /** `meta l4proto <p>` per protocol, `numgen random mod <n> 0` per n. */
+  l4proto: Map<string, NftStmt>;
+  numgen: NftStmt[];
+  addrType: NftType;
+  loopback: string;
+  clusterCIDR: string | undefined;
+  nodeIPs: string[];
+}
+
+function context(node: ProxyNodeConfig): Ctx {
+  const v4 = node.family === 4;
+  const saddr = v4 ? 'ip saddr' : 'ip6 saddr';
+  const daddr = v4 ? 'ip daddr' : 'ip6 daddr';
+  return {
+    family: node.family,
+    saddr,
+    daddr,
+    saddrExpr: { kind: 'payload', field: saddr },
+    daddrExpr: { kind: 'payload', field: daddr },
+    l4proto: new Map(['tcp', 'udp', 'sctp'].map((p) => [p, match(L4PROTO, p)])),
+    numgen: [],
+    addrType: v4 ? 'ipv4_addr' : 'ipv6_addr',
+    loopback: v4 ? '127.0.0.0/8' : '::1',
+    clusterCIDR: node.clusterCIDR ? nftAddr(node.clusterCIDR) : undefined,
+    nodeIPs: [...new Set(node.nodeIPs.map(nftAddr))].sort(),
+  };
+}
+
+function nodeSignature(node: ProxyNodeConfig): string {
+  const c = context(node);
+  return JSON.stringify([node.family, node.nodeName, c.clusterCIDR ?? '', c.nodeIPs]);
+}
+
+// ---------------------------------------------------------------- statement builders
+
+const verdict = (v: NftVerdict): NftStmt => ({ kind: 'verdict', verdict: v });
+const gotoChain = (chain: string): NftStmt => verdict({ kind: 'goto', chain });
+const jumpChain = (chain: string): NftStmt => verdict({ kind: 'jump', chain });
+const JUMP_MASQ: NftStmt = jumpChain(CHAINS.markForMasquerade);
+const DROP: NftStmt = verdict({ kind: 'drop' });
+const L4PROTO: NftExpr = { kind: 'meta', key: 'l4proto' };
+const TH_DPORT: NftExpr = { kind: 'payload', field: 'th dport' };
+const CT_NEW: NftStmt = { kind: 'match', left: { kind: 'ct', key: 'state' }, op: '==', value: 'new' };
+const FIB_DADDR_LOCAL: NftStmt = { kind: 'match', left: { kind: 'fib', what: 'daddr type' }, op: '==', value: 'local' };
+const FIB_SADDR_LOCAL: NftStmt = { kind: 'match', left: { kind: 'fib', what: 'saddr type' }, op: '==', value: 'local' };
+const rule = (stmts: NftStmt[], comment?: string): NftRule => (comment === undefined ? { stmts } : { stmts, comment });
+const match = (left: NftExpr, value: string, op: '==' | '!=' = '=='): NftStmt => ({ kind: 'match', left, op, value });
+
+/** `ip daddr @nodeport-ips`, or `fib daddr type local ip daddr != 127.0.0.0/8` without node IPs. */
+function nodePortDest(ctx: Ctx): NftStmt[] {
+  if (ctx.nodeIPs.length) return [{ kind: 'lookup', left: { kind: 'payload', field: ctx.daddr }, set: NODEPORT_IPS_SET }];
+  return [FIB_DADDR_LOCAL, match({ kind: 'payload', field: ctx.daddr }, ctx.loopback, '!=')];
+}
+
+function planBase(ctx: Ctx): BaseObjects {
+  const daddr: NftExpr = { kind: 'payload', field: ctx.daddr };
+  const vipKey: NftExpr = { kind: 'concat', parts: [daddr, L4PROTO, TH_DPORT] };
+  const portKey: NftExpr = { kind: 'concat', parts: [L4PROTO, TH_DPORT] };
+  const vipType: NftType[] = [ctx.addrType, 'inet_proto', 'inet_service'];
+  const portType: NftType[] = ['inet_proto', 'inet_service'];
+  const sets: NftSet[] = [
+    { name: MAPS.serviceIPs, key: vipType, data: 'verdict', comment: 'ClusterIP, externalIP and LoadBalancer IP traffic' },
+    { name: MAPS.serviceNodePorts, key: portType, data: 'verdict', comment: 'NodePort traffic' },
+    { name: MAPS.noEndpointServices, key: vipType, data: 'verdict', comment: 'VIP traffic to services with no endpoints' },
+    { name: MAPS.noEndpointNodePorts, key: portType, data: 'verdict', comment: 'NodePort traffic to services with no endpoints' },
+  ];
+  const elements = new Map<string, NftElement[]>();
+  if (ctx.nodeIPs.length) {
+    sets.push({ name: NODEPORT_IPS_SET, key: [ctx.addrType], comment: 'addresses NodePorts answer on' });
+    elements.set(NODEPORT_IPS_SET, ctx.nodeIPs.map((ip) => ({ key: [ip] })));
+  }
+  const noEndpointRules = [
+    rule([CT_NEW, { kind: 'vmap', key: vipKey, map: MAPS.noEndpointServices }]),
+    rule([CT_NEW, ...nodePortDest(ctx), { kind: 'vmap', key: portKey, map: MAPS.noEndpointNodePorts }]),
+  ];
+  const chains: NftChain[] = [
+    { name: CHAINS.filterPrerouting, base: { type: 'filter', hook: 'prerouting', priority: FILTER_PRIORITY, policy: 'accept' }, rules: noEndpointRules },
+    { name: CHAINS.filterOutput, base: { type: 'filter', hook: 'output', priority: FILTER_PRIORITY, policy: 'accept' }, rules: noEndpointRules },
+    { name: CHAINS.natPrerouting, base: { type: 'nat', hook: 'prerouting', priority: DSTNAT_PRIORITY, policy: 'accept' }, rules: [rule([jumpChain(CHAINS.services)])] },
+    { name: CHAINS.natOutput, base: { type: 'nat', hook: 'output', priority: DSTNAT_PRIORITY, policy: 'accept' }, rules: [rule([jumpChain(CHAINS.services)])] },
+    { name: CHAINS.natPostrouting, base: { type: 'nat', hook: 'postrouting', priority: SRCNAT_PRIORITY, policy: 'accept' }, rules: [rule([jumpChain(CHAINS.masquerading)])] },
+    {
+      name: CHAINS.services,
+      rules: [
+        rule([{ kind: 'vmap', key: vipKey, map: MAPS.serviceIPs }]),
+        rule([...nodePortDest(ctx), { kind: 'vmap', key: portKey, map: MAPS.serviceNodePorts }]),
+      ],
+    },
+    {
+      name: CHAINS.masquerading,
+      rules: [
+        rule([{ kind: 'mark-test', mask: MASQUERADE_MARK, op: '==', value: 0 }, verdict({ kind: 'return' })]),
+        rule([{ kind: 'mark-xor', value: MASQUERADE_MARK }]),
+        rule([{ kind: 'masquerade', fullyRandom: true }]),
+      ],
+    },
+    { name: CHAINS.markForMasquerade, rules: [rule([{ kind: 'mark-or', value: MASQUERADE_MARK }])] },
+    {
+      name: CHAINS.reject,
+      rules: [rule([match(L4PROTO, 'tcp'), { kind: 'reject', with: 'tcp-reset' }]), rule([{ kind: 'reject', with: 'icmp-port-unreachable' }])],
+    },
+  ];
+  return { chains, sets, elements };
+}
+
+// ---------------------------------------------------------------- one service port
+
+/** At most 127 bytes (nft's comment limit is 128 with the NUL). */
+function commentOf(text: string): string {
+  return Buffer.byteLength(text) <= 127 ? text : Buffer.from(text).subarray(0, 127).toString('utf8').replace(/\uFFFD+$/, '');
+}
+
+const epId = (e: ProxyEndpoint): string => `${e.ip}/${e.port}`;
+
+/**
+ * The dispatch rules over `eps` (≥ 1): affinity checks, then the numgen cascade. Rule i
+ * of N is `numgen random mod (N-i) 0 goto endpoint-i`, the last a plain goto: each
+ * endpoint gets 1/N.
+ */
+function dispatchRules(ctx: Ctx, eps: readonly ProxyEndpoint[], names: ReadonlyMap<string, EndpointNames>): NftRule[] {
+  const out: NftRule[] = [];
+  for (const e of eps) {
+    const n = names.get(epId(e))!;
+    if (n.set) out.push(rule([{ kind: 'lookup', left: ctx.saddrExpr, set: n.set }, n.goto]));
+  }
+  const count = eps.length;
+  for (let i = 0; i < count; i++) {
+    const n = names.get(epId(eps[i]!))!;
+    out.push(i < count - 1 ? { stmts: [numgenZero(ctx, count - i), n.goto] } : { stmts: [n.goto] });
+  }
+  return out;
+}
+
+interface EndpointNames {
+  chain: string;
+  goto: NftStmt;
+  set?: string;
+}
+
+function numgenZero(ctx: Ctx, mod: number): NftStmt {
+  return (ctx.numgen[mod] ??= match({ kind: 'numgen', mod }, '0'));
+}
+
+/** The chains, sets and map elements of one service port. */
+export function planService(sp: ProxyServicePort, node: ProxyNodeConfig): ServiceObjects {
+  return planServiceIn(sp, context(node));
+}
+
+function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
+  const proto = sp.protocol.toLowerCase();
+  const suffix = `${sp.namespace}/${sp.name}/${proto}/${sp.portName || `p${sp.port}`}`;
+  const h = portHash(sp.key, sp.protocol, 8);
+  const clusterIP = nftAddr(sp.clusterIP);
+  const port = String(sp.port);
+  const externalIPs = [...new Set([...sp.externalIPs, ...sp.loadBalancerIPs].map(nftAddr))];
+  const hasExternal = sp.nodePort > 0 || externalIPs.length > 0;
+  const eTPLocal = sp.externalPolicyLocal && hasExternal;
+  const iTPLocal = sp.internalPolicyLocal;
+  // Cluster-policy endpoints (all usable ones) and local-policy endpoints.
+  const all = !iTPLocal ? sp.clusterEndpoints : !eTPLocal ? sp.externalEndpoints : usable(sp.endpoints, false);
+  const local = iTPLocal ? sp.clusterEndpoints : eTPLocal ? sp.externalEndpoints : [];
+  const hasEndpoints = sp.hasEndpoints && all.length > 0;
+
+  const serviceChain = `service-${h}-${suffix}`;
+  const localChain = `local-${h}-${suffix}`;
+  const externalChain = `external-${h}-${suffix}`;
+  const usesService = hasEndpoints && (!iTPLocal || hasExternal);
+  const usesLocal = local.length > 0 && (iTPLocal || eTPLocal);
+  const usesExternal = hasEndpoints && hasExternal;
+  const internalChain = iTPLocal ? (usesLocal ? localChain : undefined) : usesService ? serviceChain : undefined;
+
+  // Endpoint chains (and affinity sets) for every endpoint a dispatch chain uses.
+  const used = new Set<string>();
+  if (usesService) for (const e of all) used.add(epId(e));
+  if (usesLocal) for (const e of local) used.add(epId(e));
+  const names = new Map<string, EndpointNames>();
+  const epChains: NftChain[] = [];
+  const sets: NftSet[] = [];
+  const affinity = sp.affinityTimeoutSeconds !== undefined;
+  const saddr = ctx.saddrExpr;
+  const l4 = ctx.l4proto.get(proto) ?? match(L4PROTO, proto);
+  const seen = new Set<string>();
+  for (const e of sp.endpoints) {
+    const id = epId(e);
+    if (!used.has(id) || seen.has(id)) continue;
+    seen.add(id);
+    const ip = nftAddr(e.ip);
+    const tail = `${suffix}__${ip.replace(/:/g, '.')}/${e.port}`;
+    // The service port's hash: every object of one service port shares it (grep-able),
+    // and the readable tail (ip/port) keeps endpoint names unique.
+    const chain = `endpoint-${h}-${tail}`;
+    const set = affinity ? `affinity-${h}-${tail}` : undefined;
+    names.set(id, set ? { chain, goto: gotoChain(chain), set } : { chain, goto: gotoChain(chain) });
+    const rules: NftRule[] = [{ stmts: [match(saddr, ip), JUMP_MASQ] }];
+    if (set) {
+      sets.push({ name: set, key: [ctx.addrType], dynamic: true, timeoutSeconds: sp.affinityTimeoutSeconds!, size: AFFINITY_SET_SIZE });
+      rules.push(rule([{ kind: 'set-update', set, key: saddr }]));
+    }
+    rules.push({ stmts: [l4, { kind: 'dnat', addr: ip, port: e.port }] });
+    epChains.push({ name: chain, rules });
+  }
+
+  const masqOffCluster = (): NftRule[] => (ctx.clusterCIDR ? [rule([match(ctx.daddrExpr, clusterIP), match(saddr, ctx.clusterCIDR, '!='), JUMP_MASQ])] : []);
+
+  const chains: NftChain[] = [];
+  if (usesService) chains.push({ name: serviceChain, rules: [...(internalChain === serviceChain ? masqOffCluster() : []), ...dispatchRules(ctx, all, names)] });
+  if (usesLocal) chains.push({ name: localChain, rules: [...(internalChain === localChain ? masqOffCluster() : []), ...dispatchRules(ctx, local, names)] });
+  if (usesExternal) {
+    const rules: NftRule[] = [];
+    if (!eTPLocal) {
+      rules.push(rule([JUMP_MASQ]), rule([gotoChain(serviceChain)]));
+    } else {
+      if (ctx.clusterCIDR) rules.push(rule([match(saddr, ctx.clusterCIDR), gotoChain(serviceChain)], 'short-circuit pod traffic'));
+      rules.push(rule([FIB_SADDR_LOCAL, JUMP_MASQ], 'masquerade local traffic'));
+      rules.push(rule([FIB_SADDR_LOCAL, gotoChain(serviceChain)], 'short-circuit local traffic'));
+      rules.push(usesLocal ? rule([gotoChain(localChain)]) : rule([DROP], 'no local endpoints'));
+    }
+    chains.push({ name: externalChain, rules });
+  }
+  chains.push(...epChains);
+
+  // Shared map elements (a key at most once per map).
+  const elements: MapElement[] = [];
+  const taken = new Set<string>();
+  const add = (map: string, element: NftElement): void => {
+    const ck = claimKey(map, element.key);
+    if (taken.has(ck)) return;
+    taken.add(ck);
+    elements.push({ map, element });
+  };
+  const comment = commentOf(sp.key);
+  const toReject: NftVerdict = { kind: 'goto', chain: CHAINS.reject };
+  if (!hasEndpoints) {
+    add(MAPS.noEndpointServices, { key: [clusterIP, proto, port], verdict: toReject, comment });
+    for (const ip of externalIPs) add(MAPS.noEndpointServices, { key: [ip, proto, port], verdict: toReject, comment });
+    if (sp.nodePort > 0) add(MAPS.noEndpointNodePorts, { key: [proto, String(sp.nodePort)], verdict: toReject, comment });
+  } else {
+    if (internalChain) add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'goto', chain: internalChain } });
+    else add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'drop' }, comment });
+    for (const ip of externalIPs) add(MAPS.serviceIPs, { key: [ip, proto, port], verdict: { kind: 'goto', chain: externalChain } });
+    if (sp.nodePort > 0) add(MAPS.serviceNodePorts, { key: [proto, String(sp.nodePort)], verdict: { kind: 'goto', chain: externalChain } });
+  }
+  return { key: sp.key, port: sp, chains, sets, elements };
+}
+
+// ---------------------------------------------------------------- planTable
+
+function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
+  return JSON.stringify([a.chains, a.sets, a.elements]) === JSON.stringify([b.chains, b.sets, b.elements]);
+}
+
+function insertSorted(list: readonly string[], k: string): readonly string[] {
+  if (list.includes(k)) return list;
+  let i = list.length;
+  while (i > 0 && list[i - 1]! > k) i--;
+  return [...list.slice(0, i), k, ...list.slice(i)];
+}
+
+/**
+ * The state podnet wants for this snapshot. With `prev` and `changed` (and the same node
+ * config), only the changed service ports are planned again and everything else is
+ * shared with `prev` (which stays valid): O(changed). Otherwise every service port is
+ * planned, except that objects of `prev` are reused for ports that are the very same
+ * ProxyServicePort object (the proxier keeps unchanged ones), so a periodic full resync
+ * plans cheaply — its transaction still rewrites everything.
+ */
+export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?: ReadonlySet<string>): PlannedState {
+  const ctx = context(snapshot.node);
+  const sig = nodeSignature(snapshot.node);
+  if (prev && changed && prev.family === snapshot.family && prev.nodeSignature === sig) {
+    const svc = new Map<string, ServiceObjects | undefined>();
+    const claims = new Map<string, readonly string[] | undefined>();
+    const claimOf = (ck: string): readonly string[] => (claims.has(ck) ? (claims.get(ck) ?? []) : (prev.claims.get(ck) ?? []));
+    for (const k of changed) {
+      const old = prev.perService.get(k);
+      const sp = snapshot.services.get(k);
+      if (old && old.port === sp) continue; // the same port object: nothing to plan
+      let now = sp ? planServiceIn(sp, ctx) : undefined;
+      if (!old && !now) continue;
+      if (old && now && sameObjects(old, now)) now = old; // e.g. a change in the other family only
+      svc.set(k, now);
+      for (const me of old?.elements ?? []) {
+        const ck = claimKey(me.map, me.element.key);
+        const rest = claimOf(ck).filter((x) => x !== k);
+        claims.set(ck, rest.length ? rest : undefined);
+      }
+      for (const me of now?.elements ?? []) {
+        const ck = claimKey(me.map, me.element.key);
+        claims.set(ck, insertSorted(claimOf(ck), k));
+      }
+    }
+    return new PlannedState({ family: snapshot.family, node: snapshot.node, base: prev.base, perService: prev.pServices.with(svc), claims: prev.pClaims.with(claims), nodeSignature: sig });
+  }
+  const perService = new Map<string, ServiceObjects>();
+  const claims = new Map<string, readonly string[]>();
+  const reuse = prev && prev.family === snapshot.family && prev.nodeSignature === sig ? prev : undefined;
+  for (const [k, sp] of snapshot.services) {
+    const old = reuse?.perService.get(k);
+    const o = old && old.port === sp ? old : planServiceIn(sp, ctx);
+    perService.set(k, o);
+    for (const me of o.elements) {
+      const ck = claimKey(me.map, me.element.key);
+      const list = claims.get(ck);
+      if (!list) claims.set(ck, [k]);
+      else claims.set(ck, insertSorted(list, k));
+    }
+  }
+  return new PlannedState({ family: snapshot.family, node: snapshot.node, base: planBase(ctx), perService: PMap.of(perService), claims: PMap.of(claims), nodeSignature: sig });
+}
+
+// ---------------------------------------------------------------- planTransaction
+
+/** What the kernel holds already (executor.listTable at startup): stale objects of ours are deleted. */
+export interface ExistingObjects {
+  readonly chains: readonly { readonly name: string }[];
+  /** Full definitions where known (a changed definition makes a set be re-created). */
+  readonly sets: readonly (NftSet | { readonly name: string })[];
+}
+
+export interface PlanTransactionOptions {
+  existing?: ExistingObjects;
+}
+
+/** True when an `add set` of `b` over an existing `a` would leave the set as `b` says. */
+export function sameSetDef(a: NftSet, b: NftSet): boolean {
+  return (
+    a.key.join('.') === b.key.join('.') &&
+    (a.data ?? '') === (b.data ?? '') &&
+    !!a.interval === !!b.interval &&
+    !!a.dynamic === !!b.dynamic &&
+    (a.timeoutSeconds ?? 0) === (b.timeoutSeconds ?? 0) &&
+    (a.size === undefined || b.size === undefined || a.size === b.size)
+  );
+}
+
+const sameRules = (a: readonly NftRule[], b: readonly NftRule[]): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
+const sameElement = (a: NftElement, b: NftElement): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
+const chainHead = (c: NftChain): Omit<NftChain, 'rules'> => ({ name: c.name, ...(c.base ? { base: c.base } : {}), ...(c.comment !== undefined ? { comment: c.comment } : {}) });
+const MAP_ORDER = [MAPS.serviceIPs, MAPS.serviceNodePorts, MAPS.noEndpointServices, MAPS.noEndpointNodePorts] as string[];
+
+function pushElements(ops: NftOp[], set: string, elements: readonly NftElement[]): void {
+  for (let i = 0; i < elements.length; i += ELEMENT_CHUNK) ops.push({ op: 'add-elements', set, elements: elements.slice(i, i + ELEMENT_CHUNK) });
+}
+
+/** True when planTransaction(prev, next, changed) would be a partial transaction. */
+export function isPartial(prev: PlannedState | undefined, next: PlannedState, changed: ReadonlySet<string> | undefined): boolean {
+  return !!prev && !!changed && prev.family === next.family && prev.nodeSignature === next.nodeSignature;
+}
+
+/**
+ * The transaction from `prev` (what the kernel holds; undefined: unknown) to `next`.
+ * Full when there is no prev, `changed` is undefined or the node config changed;
+ * partial otherwise (only the changed service ports' objects). See README.md "Syncs".
+ */
+export function planTransaction(prev: PlannedState | undefined, next: PlannedState, changed: ReadonlySet<string> | undefined, opts: PlanTransactionOptions = {}): NftTransaction {
+  const ops = prev && isPartial(prev, next, changed) ? partialOps(prev, next, changed!) : fullOps(prev, next, opts.existing);
+  return { family: next.nftFamily, table: next.tableName, ops };
+}
+
+function fullOps(prev: PlannedState | undefined, next: PlannedState, existing: ExistingObjects | undefined): NftOp[] {
+  const t = next.table;
+  const ops: NftOp[] = [{ op: 'add-table' }];
+  const wantChains = new Set(t.chains.map((c) => c.name));
+  const wantSets = new Map(t.sets.map((s) => [s.name, s]));
+  // What exists already: the kernel's listing when given (the truth), else our last state,
+  // else unknown (then every chain and static set is flushed, which is always valid after
+  // the add ops). Set definitions: the listing's where it has them, else ours.
+  const samePrev = prev && prev.family === next.family ? prev : undefined;
+  const defs = new Map<string, NftSet>();
+  for (const s of samePrev?.table.sets ?? []) defs.set(s.name, s);
+  const knownChains = new Set<string>();
+  const knownSets = new Set<string>();
+  if (existing) {
+    for (const c of existing.chains) if (isOwnedChain(c.name)) knownChains.add(c.name);
+    for (const s of existing.sets) {
+      if (!isOwnedSet(s.name)) continue;
+      knownSets.add(s.name);
+      // (a listing gives key [] for types it does not know: no definition to compare)
+      if ('key' in s && s.key.length) defs.set(s.name, s);
+    }
+  } else if (samePrev) {
+    for (const c of samePrev.table.chains) knownChains.add(c.name);
+    for (const s of samePrev.table.sets) knownSets.add(s.name);
+  }
+  // With a listing or a previous state we know what exists: only that needs flushing
+  // (a fresh install then costs no flush at all).
+  const known = !!existing || !!samePrev;
+  const exists = (name: string): boolean => !known || knownChains.has(name) || knownSets.has(name);
+  const recreate = new Set<string>();
+  for (const s of t.sets) {
+    const d = defs.get(s.name);
+    if (d && exists(s.name) && !sameSetDef(d, s)) recreate.add(s.name);
+  }
+  const staleChains = [...knownChains].filter((n) => !wantChains.has(n));
+  const staleSets = [...knownSets].filter((n) => !wantSets.has(n));
+
+  for (const s of t.sets) if (!recreate.has(s.name)) ops.push({ op: 'add-set', set: s });
+  for (const c of t.chains) ops.push({ op: 'add-chain', chain: chainHead(c) });
+  for (const c of t.chains) if (exists(c.name)) ops.push({ op: 'flush-chain', chain: c.name });
+  for (const n of staleChains) ops.push({ op: 'flush-chain', chain: n });
+  // Static sets and maps start over; dynamic (affinity) sets keep their clients.
+  for (const s of t.sets) if (!s.dynamic && !recreate.has(s.name) && exists(s.name)) ops.push({ op: 'flush-set', set: s.name });
+  for (const n of staleSets) if (isOwnedMap(n) || defs.get(n)?.data) ops.push({ op: 'flush-set', set: n });
+  for (const n of staleChains) ops.push({ op: 'delete-chain', chain: n });
+  for (const n of [...staleSets, ...recreate]) ops.push({ op: 'delete-set', set: n });
+  for (const n of recreate) ops.push({ op: 'add-set', set: wantSets.get(n)! });
+  for (const c of t.chains) for (const r of c.rules) ops.push({ op: 'add-rule', chain: c.name, rule: r });
+  for (const s of t.sets) {
+    const els = t.elements.get(s.name);
+    if (els?.length && !s.dynamic) pushElements(ops, s.name, els);
+  }
+  return ops;
+}
+
+function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet<string>): NftOp[] {
+  const delElements = new Map<string, string[][]>();
+  const addElements = new Map<string, NftElement[]>();
+  const flush: string[] = [];
+  const delChains: string[] = [];
+  const delSets: string[] = [];
+  const addSets: NftSet[] = [];
+  const addChains: NftChain[] = [];
+  const ruleChains: NftChain[] = [];
+  const affected = new Set<string>();
+  for (const k of [...changed].sort()) {
+    const p = prev.perService.get(k);
+    const n = next.perService.get(k);
+    if (p === n) continue;
+    const pSets = new Map((p?.sets ?? []).map((s) => [s.name, s]));
+    const nSets = new Map((n?.sets ?? []).map((s) => [s.name, s]));
+    let setRecreated = false;
+    for (const s of p?.sets ?? []) {
+      const ns = nSets.get(s.name);
+      if (!ns) delSets.push(s.name);
+      else if (!sameSetDef(s, ns)) {
+        delSets.push(s.name);
+        addSets.push(ns);
+        setRecreated = true;
+      }
+    }
+    for (const s of n?.sets ?? []) if (!pSets.has(s.name)) addSets.push(s);
+    const pChains = new Map((p?.chains ?? []).map((c) => [c.name, c]));
+    const nChains = new Map((n?.chains ?? []).map((c) => [c.name, c]));
+    for (const c of p?.chains ?? []) {
+      const nc = nChains.get(c.name);
+      if (!nc) {
+        flush.push(c.name);
+        delChains.push(c.name);
+      } else if (setRecreated || !sameRules(c.rules, nc.rules)) {
+        flush.push(c.name);
+        ruleChains.push(nc);
+      }
+    }
+    for (const c of n?.chains ?? []) {
+      if (pChains.has(c.name)) continue;
+      addChains.push(c);
+      ruleChains.push(c);
+    }
+    for (const me of p?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
+    for (const me of n?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
+  }
+  for (const ck of [...affected].sort()) {
+    const pe = prev.installed(ck);
+    const ne = next.installed(ck);
+    const same = !!pe && !!ne && sameElement(pe.element, ne.element);
+    if (pe && !same) {
+      const l = delElements.get(pe.map) ?? [];
+      l.push([...pe.element.key]);
+      delElements.set(pe.map, l);
+    }
+    if (ne && !same) {
+      const l = addElements.get(ne.map) ?? [];
+      l.push(ne.element);
+      addElements.set(ne.map, l);
+    }
+  }
+  const ops: NftOp[] = [];
+  for (const m of MAP_ORDER) {
+    const keys = delElements.get(m);
+    if (keys?.length) ops.push({ op: 'delete-elements', set: m, keys });
+  }
+  for (const c of flush) ops.push({ op: 'flush-chain', chain: c });
+  for (const c of delChains) ops.push({ op: 'delete-chain', chain: c });
+  for (const s of delSets) ops.push({ op: 'delete-set', set: s });
+  for (const s of addSets) ops.push({ op: 'add-set', set: s });
+  for (const c of addChains) ops.push({ op: 'add-chain', chain: chainHead(c) });
+  for (const c of ruleChains) for (const r of c.rules) ops.push({ op: 'add-rule', chain: c.name, rule: r });
+  for (const m of MAP_ORDER) {
+    const els = addElements.get(m);
+    if (els?.length) pushElements(ops, m, els);
+  }
+  return ops;
+}
+
+// ---------------------------------------------------------------- cleanup
+
+/**
+ * What removes podnet's proxy objects from a table as listed (`existing`): 'delete-table'
+ * when nothing else is in it, else a transaction deleting exactly our chains and sets
+ * (flushed first, so no reference is left), or undefined when there is nothing of ours.
+ */
+export function planCleanup(family: NftFamily, existing: ExistingObjects): NftTransaction | 'delete-table' | undefined {
+  const ourChains = existing.chains.map((c) => c.name).filter(isOwnedChain);
+  const ourSets = existing.sets.map((s) => s.name).filter(isOwnedSet);
+  const others = existing.chains.length - ourChains.length + existing.sets.length - ourSets.length;
+  if (others === 0) return 'delete-table';
+  if (!ourChains.length && !ourSets.length) return undefined;
+  const ops: NftOp[] = [];
+  for (const c of ourChains) ops.push({ op: 'flush-chain', chain: c });
+  for (const s of ourSets) if (isOwnedMap(s)) ops.push({ op: 'flush-set', set: s });
+  for (const c of ourChains) ops.push({ op: 'delete-chain', chain: c });
+  for (const s of ourSets) ops.push({ op: 'delete-set', set: s });
+  return { family, table: TABLE_NAME, ops };
+}
