@@ -41,9 +41,10 @@ export async function setupProxy(o: { cfg: AgentConfig; client: KubeClient; metr
     return undefined;
   }
   const health = new ServiceHealthServer({ log: plog });
+  const mode = createMode(cfg.proxyMode, log);
   const proxier = new Proxier({
     sources: { services: o.client.resource<Service>(RESOURCES.services), slices: o.client.resource<EndpointSlice>(RESOURCES.endpointslices) },
-    mode: createMode(cfg.proxyMode, log),
+    mode,
     nodes: proxyNodes(cfg),
     minSyncMs: cfg.proxyMinSyncMs,
     syncMs: cfg.proxySyncMs,
@@ -52,5 +53,11 @@ export async function setupProxy(o: { cfg: AgentConfig; client: KubeClient; metr
     health,
     conntrack: conntrackDelete,
   });
-  return { proxier, close: () => health.close() };
+  return {
+    proxier,
+    close: async () => {
+      await health.close();
+      await mode.close?.();
+    },
+  };
 }

@@ -147,8 +147,8 @@ export class Proxier {
     this.dirtySlices = 0;
     this.o.metrics.pendingServiceChanges.set(0);
     this.o.metrics.pendingEndpointSliceChanges.set(0);
-    // Work on copies: a failed sync leaves the model of what is installed as it was.
-    const before = this.families.map((f) => ({ ports: new Map(f.ports), byService: new Map(f.byService) }));
+    // An undo log (O(changed), not a copy of everything): a failed sync puts the model back as it was.
+    const undo: (() => void)[] = [];
     const changed = new Set<string>();
     const removedEndpoints: { port: ProxyServicePort; ip: string; epPort: number }[] = [];
     const fromNone: ProxyServicePort[] = [];
@@ -166,6 +166,7 @@ export class Proxier {
             if (nextKeys.has(k)) continue;
             const old = f.ports.get(k);
             if (old) for (const e of old.endpoints) removedEndpoints.push({ port: old, ip: e.ip, epPort: e.port });
+            if (old) undo.push(() => f.ports.set(k, old));
             f.ports.delete(k);
             changed.add(k);
             keysChanged = true;
@@ -180,17 +181,16 @@ export class Proxier {
               for (const e of old.endpoints) if (!still.has(`${e.ip}/${e.port}`)) removedEndpoints.push({ port: old, ip: e.ip, epPort: e.port });
               if (!old.hasEndpoints && p.hasEndpoints) fromNone.push(p);
             } else if (p.hasEndpoints && this.syncs > 0) fromNone.push(p);
+            undo.push(old ? () => f.ports.set(p.key, old) : () => f.ports.delete(p.key));
             f.ports.set(p.key, p);
           }
+          const oldEntry = f.byService.get(svc);
+          undo.push(oldEntry ? () => f.byService.set(svc, oldEntry) : () => f.byService.delete(svc));
           if (next.length) f.byService.set(svc, next.map((p) => p.key));
           else f.byService.delete(svc);
         }
         // Keep ports sorted by key (modes iterate in this order): only needed when keys came or went.
-        if (keysChanged) {
-          const sorted = [...f.ports.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-          f.ports.clear();
-          for (const [k, v] of sorted) f.ports.set(k, v);
-        }
+        if (keysChanged) sortByKey(f.ports);
       }
       const result = await this.o.mode.sync(this.snapshots(), full ? undefined : changed);
       const seconds = (performance.now() - t0) / 1000;
@@ -211,10 +211,8 @@ export class Proxier {
       const level = full || changed.size > 0 ? 'info' : 'debug';
       this.o.log[level]({ mode: this.o.mode.name, kind: full ? 'full' : 'partial', servicePorts: this.families.reduce((n, f) => n + f.ports.size, 0), changed: changed.size, written: result.servicesWritten, removed: result.servicesRemoved, ms: Math.round(seconds * 10000) / 10 }, 'proxy rules synced');
     } catch (e) {
-      for (const [i, f] of this.families.entries()) {
-        f.ports = before[i]!.ports;
-        f.byService = before[i]!.byService;
-      }
+      for (const u of undo.reverse()) u();
+      for (const f of this.families) sortByKey(f.ports);
       for (const s of dirty) this.dirty.add(s);
       this.needFull = true;
       throw e;
@@ -292,6 +290,12 @@ export class Proxier {
       }
     }
   }
+}
+
+function sortByKey<V>(m: Map<string, V>): void {
+  const sorted = [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  m.clear();
+  for (const [k, v] of sorted) m.set(k, v);
 }
 
 function splitName(s: string): [string, string] {

@@ -116,4 +116,6 @@ export interface ProxyMode {
   sync(snapshots: readonly ProxySnapshot[], changed: ReadonlySet<string> | undefined): Promise<SyncResult>;
   /** Removes everything this mode installs (idempotent; leaves anything not podnet's alone). */
   cleanup(): Promise<void>;
+  /** Releases what the mode holds open (netlink sockets); the rules stay. */
+  close?(): Promise<void> | void;
 }
