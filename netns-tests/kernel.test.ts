@@ -44,6 +44,13 @@ t.test('veth across two namespaces, bridge, addresses, routes', { skip }, async 
   t.ok(ipVeth?.flags.includes('UP'));
   t.type(ipVeth?.link_netnsid, 'number', 'its peer is in another namespace');
 
+  const hairpinOf = async () => (await bridgeJson<{ ifname: string; hairpin?: boolean }[]>(host, ['-d', 'link', 'show', 'dev', 'pn0123abcd']))[0]?.hairpin;
+  t.equal(await hairpinOf(), false, 'a new bridge port has hairpin off');
+  await h.links.setHairpin('pn0123abcd', true);
+  t.equal(await hairpinOf(), true, 'setHairpin(true): `bridge -d link` shows hairpin on');
+  await h.links.setHairpin('pn0123abcd', true);
+  t.equal(await hairpinOf(), true, 'setHairpin twice is fine');
+
   const podLinks = await ipJson<IpLink[]>(pod, ['-d', 'link', 'show']);
   const eth0 = podLinks.find((l) => l.ifname === 'eth0');
   t.equal(eth0?.linkinfo?.info_kind, 'veth', 'peer eth0 is in the pod namespace');

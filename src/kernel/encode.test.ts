@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { AttrStream, ifla, rt } from 'netlink';
-import { encodeLinkAdd, msg, parseLink } from './links.js';
+import { encodeHairpin, encodeLinkAdd, msg, parseLink } from './links.js';
 import { encodeRoute, parseRoute } from './routes.js';
 import { parseFdb, parseNeigh } from './neigh.js';
 import { ipv4Broadcast, parseAddr } from './addrs.js';
@@ -162,5 +162,17 @@ describe('ipv4Broadcast', () => {
     ['1.2.3.4', 30, '1.2.3.7'],
   ])('%s/%i -> %s', (ip, prefix, brd) => {
     expect([...ipv4Broadcast(Buffer.from(ip.split('.').map(Number)), prefix)].join('.')).toBe(brd);
+  });
+});
+
+describe('bridge port hairpin', () => {
+  it('is RTM_SETLINK AF_BRIDGE with IFLA_PROTINFO { IFLA_BRPORT_MODE } (as `bridge link set hairpin on`)', () => {
+    expect(encodeHairpin(7, true).toString('hex')).toBe(
+      // ifinfomsg: family 7, pad, type 0, index 7, flags 0, change 0
+      '07000000' + '07000000' + '00000000' + '00000000' +
+        // nla len 12, IFLA_PROTINFO|NLA_F_NESTED; nla len 5, IFLA_BRPORT_MODE, 1, pad
+        '0c000c80' + '05000400' + '01000000',
+    );
+    expect(encodeHairpin(7, false).readUInt8(24)).toBe(0);
   });
 });

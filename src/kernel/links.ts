@@ -16,6 +16,11 @@ import type { NetNS } from './netns.js';
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
 const RTM_GETLINK = 18;
+const RTM_SETLINK = 19;
+const AF_BRIDGE = 7;
+const IFLA_PROTINFO = 12;
+const NLA_F_NESTED = 0x8000;
+const IFLA_BRPORT_MODE = 4;
 /** IFLA_EXT_MASK value RTEXT_FILTER_SKIP_STATS: keep dumps small. */
 const RTEXT_FILTER_SKIP_STATS = 8;
 const IFLA_EXT_MASK = u32(RTEXT_FILTER_SKIP_STATS);
@@ -298,6 +303,16 @@ export class LinkOps {
     await this.setLink(dev, { master: index }, undefined, `setting the master of ${dev} to ${master ?? 'none'}`);
   }
 
+  /**
+   * Hairpin mode of a bridge port: frames may leave through the port they came in by, so a
+   * pod reaches itself through a Service VIP (kubelet's hairpin-veth). Equivalent to
+   * `bridge link set dev NAME hairpin on` (or `off`).
+   */
+  async setHairpin(dev: string | number, on: boolean): Promise<void> {
+    const index = await this.indexOf(dev);
+    await this.h.request(RTM_SETLINK, [encodeHairpin(index, on)], 0, { what: `setting hairpin ${on ? 'on' : 'off'} on bridge port ${dev}`, context: { link: String(dev) } });
+  }
+
   /** Equivalent to `ip link set dev OLD name NEW` (the link must be down). */
   async rename(dev: string | number, newName: string): Promise<void> {
     validateIfName(newName, 'new interface name');
@@ -416,6 +431,20 @@ export function msg(data: rt.Link, attrs: ifla.LinkAttrs): Uint8Array[] {
   const s = new AttrStream();
   rt.formatLinkMessage({ kind: 'link', data, attrs }, s);
   return s.bufs;
+}
+
+/** The RTM_SETLINK payload of `bridge link set dev INDEX hairpin on|off` (pure; exported for unit tests). */
+export function encodeHairpin(index: number, on: boolean): Buffer {
+  const b = Buffer.alloc(16 + 12);
+  b.writeUInt8(AF_BRIDGE, 0);
+  b.writeInt32LE(index, 4);
+  // IFLA_PROTINFO (nested) { IFLA_BRPORT_MODE: u8 }
+  b.writeUInt16LE(12, 16);
+  b.writeUInt16LE(IFLA_PROTINFO | NLA_F_NESTED, 18);
+  b.writeUInt16LE(5, 20);
+  b.writeUInt16LE(IFLA_BRPORT_MODE, 22);
+  b.writeUInt8(on ? 1 : 0, 24);
+  return b;
 }
 
 /** Decodes an RTM_NEWLINK payload into a Link. Exported for unit tests. */

@@ -101,12 +101,16 @@ export async function createSandbox(host: Netlink, net: NodeNetwork, spec: Sandb
       await host.links.create(veth);
     }
     vethMade = true;
+    // Hairpin on the bridge port: a pod reaches itself through a Service VIP (kubelet's hairpin-veth).
+    const hairpin = host.links.setHairpin(base.hostVeth, true);
+    hairpin.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
     const { addresses, gateways } = await addressing;
     pod = Netlink.open(ns);
     const dev = fresh ? 2 : base.ifname;
     const addrs = addresses.map((a) => parseInterfaceAddress(a));
     // Pipelined, applied in order: links up, addresses, then default routes via the gateways.
     await Promise.all([
+      hairpin,
       pod.links.setUp(dev),
       pod.links.setUp('lo'),
       ...addrs.map((a) => pod!.addrs.add(dev, `${a.ip}/${a.prefix}`, { nodad: a.family === 6 })),
@@ -171,6 +175,7 @@ export async function ensureSandbox(host: Netlink, net: NodeNetwork, rec: Sandbo
       await host.links.ensure({ kind: 'veth', name: rec.hostVeth, master: net.bridge, mtu: rec.mtu, up: true, peer: { name: rec.ifname, netns: ns } });
       repaired = true;
     }
+    if (repaired) await host.links.setHairpin(rec.hostVeth, true);
     const eth = await pod.links.require(rec.ifname);
     if (!eth.up) {
       await pod.links.setUp(rec.ifname);
