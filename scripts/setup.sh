@@ -15,7 +15,7 @@ PKGS=(
   iproute2 iptables nftables ipset conntrack kmod procps util-linux   # data plane
   iperf3 tcpdump socat iputils-ping curl                               # tests and benchmarks
   podman containernetworking-plugins containerd runc conmon uidmap     # real runtimes calling podnet-cni (tests; the reference CNI plugins for the pods benchmark)
-  user-mode-linux busybox-static ipvsadm                               # IPVS tests in a UML guest
+  user-mode-linux busybox-static ipvsadm gcc                           # IPVS tests in a UML guest (gcc: scripts/uml/xstate-shim.c)
   etcd-server etcd-client                                              # podnet api on etcd (tests start their own)
   python3 make g++ ca-certificates openssl                             # node-gyp, test certificates
 )

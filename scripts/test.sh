@@ -30,7 +30,15 @@ fi
 npx --no-install tap
 netns_rc=$?
 
+echo "== vm tests (tap in a user-mode-linux guest: IPVS)"
+# The guest boots a kernel with IPVS, sees this checkout read-only and writes TAP to $OUT/vm.
+# A guest that cannot start exits 125 and the summary counts it as a failure.
+mkdir -p "$OUT/vm"
+PODNET_VM_RW_DIRS="$OUT/vm" scripts/uml/run-in-vm.sh scripts/uml/vm-tests.sh "$OUT/vm"
+vm_rc=$?
+
 node scripts/test-summary.mjs \
   --build-rc "$build_rc" \
   --unit "$OUT/unit.json" --unit-rc "$unit_rc" \
-  --tap .tap/test-results --tap-rc "$netns_rc"
+  --tap .tap/test-results --tap-rc "$netns_rc" \
+  --vm "$OUT/vm" --vm-rc "$vm_rc"
