@@ -13,8 +13,13 @@
 
 export type NftFamily = 'ip' | 'ip6';
 
-/** Set / map key and data types (nft's type names). */
-export type NftType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark';
+/**
+ * Set / map key and data types (nft's type names). `integer`: a 32-bit unsigned number held
+ * in network byte order — the key of a map looked up with `numgen random mod N` (the encoder
+ * converts the numgen result with `byteorder hton`, as nft does); values "0".."4294967295",
+ * interval elements "0-6553".
+ */
+export type NftType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark' | 'integer';
 
 export type NftHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
 
@@ -43,8 +48,8 @@ export type NftExpr =
    * destination / source address (NFTA_FIB_F_DADDR / NFTA_FIB_F_SADDR, result ADDRTYPE).
    */
   | { kind: 'fib'; what: 'daddr type' | 'saddr type' }
-  /** `numgen random mod <mod>` (values 0..mod-1). */
-  | { kind: 'numgen'; mod: number }
+  /** `numgen random mod <mod>` (values 0..mod-1), or `... offset <offset>` (values offset..offset+mod-1). */
+  | { kind: 'numgen'; mod: number; offset?: number }
   /**
    * A constant, inside a concatenation (`ip saddr . 10.244.1.5 . 8080`); `type` says how to encode it.
    * Only in `update @set { ... }` keys: nft 1.0.6 cannot parse constants in a lookup's key and
@@ -81,6 +86,14 @@ export type NftStmt =
   | { kind: 'set-update'; set: string; key: NftExpr }
   /** `dnat to <addr>:<port>` (`dnat to [<v6>]:<port>` in ip6); needs a prior l4proto match. */
   | { kind: 'dnat'; addr: string; port: number }
+  /**
+   * `dnat ip addr . port to <key> map @<map>` (ip6: `dnat ip6 addr . port to ...`; nft 1.0.6
+   * lists it as `dnat ip to <key> map @<map>`): DNAT to the address and port the data map
+   * gives for the key (lookup into registers, then nat with REG_ADDR_MIN and REG_PROTO_MIN
+   * the next register). The map's data is `<addr type> . inet_service`. Needs a prior l4proto
+   * match, like dnat. Changing the map's elements needs no rule change (and no validation).
+   */
+  | { kind: 'dnat-map'; key: NftExpr; map: string }
   /** `masquerade fully-random` */
   | { kind: 'masquerade'; fullyRandom: boolean }
   /** `reject` (ICMP port unreachable / ICMPv6 port unreachable) or `reject with tcp reset`. */
@@ -114,10 +127,17 @@ export interface NftSet {
   name: string;
   /** One type, or several for a concatenation key (`ipv4_addr . inet_proto . inet_service`). */
   key: NftType[];
-  /** Maps only: `verdict` for verdict maps, or a data type. */
-  data?: 'verdict' | NftType;
-  /** Prefix / range elements (NFT_SET_INTERVAL). Not with concatenations. */
+  /** Maps only: `verdict` for verdict maps, or a data type, or several for concatenated data (`ipv4_addr . inet_service`). */
+  data?: 'verdict' | NftType | NftType[];
+  /** Prefix / range elements (NFT_SET_INTERVAL). Not with concatenated keys. */
   interval?: boolean;
+  /**
+   * A map keyed by `numgen random mod <mod>` (key ['integer'], interval) with data
+   * `<addr> . inet_service`: written with nft's typeof user data, so `nft list` shows
+   * `typeof numgen random mod 65536 : ip daddr . tcp dport` (proto: the dport's protocol).
+   * Only for listing; the kernel sees key integer, data addr . inet_service.
+   */
+  numgenTypeof?: { mod: number; proto: 'tcp' | 'udp' | 'sctp' };
   /** Elements added from the packet path (`update @set`), each expiring after timeoutSeconds. */
   dynamic?: boolean;
   timeoutSeconds?: number;
@@ -132,9 +152,9 @@ export interface NftSet {
 export interface NftElement {
   /** One value per key part. */
   key: string[];
-  /** Verdict maps: the verdict; data maps: the value. */
+  /** Verdict maps: the verdict; data maps: the value (one value per part for concatenated data). */
   verdict?: NftVerdict;
-  data?: string;
+  data?: string | string[];
   comment?: string;
 }
 

@@ -8,6 +8,7 @@ import type { NftBaseChain, NftHook, NftSet, NftType } from './ast.js';
 import {
   NFPROTO_IPV6,
   NFTA_BITWISE,
+  NFTA_BYTEORDER,
   NFTA_CHAIN,
   NFTA_CMP,
   NFTA_CT,
@@ -35,6 +36,14 @@ import {
   UDATA_CHAIN_COMMENT,
   UDATA_RULE_COMMENT,
   UDATA_SET_COMMENT,
+  UDATA_SET_DATA_TYPEOF,
+  UDATA_SET_KEY_TYPEOF,
+  UDATA_SET_TYPEOF_DATA,
+  UDATA_SET_TYPEOF_EXPR,
+  EXPR_CONCAT,
+  EXPR_NUMGEN,
+  EXPR_PAYLOAD,
+  PROTO_DESC,
   attrI32,
   attrStr,
   attrU32,
@@ -97,6 +106,7 @@ export function decodeSet(data: Buffer): DecodedSet {
     else {
       const dt = typesFromId(d);
       if (dt && dt.length === 1) set.data = dt[0] as NftType;
+      else if (dt && dt.length > 1) set.data = dt;
       else known = false;
     }
   }
@@ -107,9 +117,30 @@ export function decodeSet(data: Buffer): DecodedSet {
   if (size !== undefined) set.size = size;
   const timeout = attrU64(a.get(NFTA_SET.TIMEOUT));
   if (timeout !== undefined) set.timeoutSeconds = Math.round(timeout / 1000);
-  const comment = udataStr(parseUdata(a.get(NFTA_SET.USERDATA)).get(UDATA_SET_COMMENT));
+  const ud = parseUdata(a.get(NFTA_SET.USERDATA));
+  const ngt = numgenTypeof(ud);
+  if (ngt) set.numgenTypeof = ngt;
+  const comment = udataStr(ud.get(UDATA_SET_COMMENT));
   if (comment !== undefined) set.comment = comment;
   return { table: attrStr(a.get(NFTA_SET.TABLE)) ?? '', set, known };
+}
+
+/** `typeof numgen random mod M : <addr> . <proto> dport` in a set's user data (as encode.ts writes it). */
+function numgenTypeof(ud: Map<number, Buffer>): NftSet['numgenTypeof'] {
+  const typeofOf = (b: Buffer | undefined) => {
+    const t = parseUdata(b);
+    const e = t.get(UDATA_SET_TYPEOF_EXPR);
+    return { expr: e && e.length >= 4 ? readHostU32(e, 0) : -1, data: parseUdata(t.get(UDATA_SET_TYPEOF_DATA)) };
+  };
+  const key = typeofOf(ud.get(UDATA_SET_KEY_TYPEOF));
+  if (key.expr !== EXPR_NUMGEN) return undefined;
+  const u32 = (b: Buffer | undefined) => (b && b.length >= 4 ? readHostU32(b, 0) : undefined);
+  const mod = u32(key.data.get(1));
+  const data = typeofOf(ud.get(UDATA_SET_DATA_TYPEOF));
+  const l4 = data.expr === EXPR_CONCAT ? typeofOf(data.data.get(1)) : undefined;
+  const desc = l4 && l4.expr === EXPR_PAYLOAD ? u32(l4.data.get(0)) : undefined;
+  const proto = (Object.entries(PROTO_DESC) as [string, number][]).find(([name, id]) => id === desc && (name === 'tcp' || name === 'udp' || name === 'sctp'))?.[0];
+  return mod !== undefined && proto ? { mod, proto: proto as 'tcp' | 'udp' | 'sctp' } : undefined;
 }
 
 /** Data bytes as libnftnl prints them: 4-byte words read in host order, `0x%08x` each. */
@@ -187,6 +218,8 @@ export function describeExpr(elem: Buffer): string {
       const flags = u(NFTA_NAT.FLAGS);
       return `[ nat ${u(NFTA_NAT.TYPE) === 1 ? 'dnat' : 'snat'} ${u(NFTA_NAT.FAMILY) === NFPROTO_IPV6 ? 'ip6' : 'ip'} addr_min reg ${u(NFTA_NAT.REG_ADDR_MIN)} proto_min reg ${u(NFTA_NAT.REG_PROTO_MIN)}${flags ? ` flags 0x${flags.toString(16)}` : ''} ]`;
     }
+    case 'byteorder':
+      return `[ byteorder reg ${u(NFTA_BYTEORDER.DREG)} = ${u(NFTA_BYTEORDER.OP) === 1 ? 'hton' : 'ntoh'}(reg ${u(NFTA_BYTEORDER.SREG)}, ${u(NFTA_BYTEORDER.SIZE)}, ${u(NFTA_BYTEORDER.LEN)}) ]`;
     case 'masq': {
       const flags = u(NFTA_MASQ_FLAGS);
       return flags ? `[ masq flags 0x${flags.toString(16)} ]` : '[ masq ]';

@@ -7,8 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, PodnetError } from '../../util/errors.js';
-import type { NftRule, NftStmt } from './ast.js';
-import { describeRule } from './decode.js';
+import type { NftRule, NftSet, NftStmt } from './ast.js';
+import { decodeSet, describeRule } from './decode.js';
 import { encodeTransaction } from './encode.js';
 import type { EncodeOptions, SetInfo } from './encode.js';
 import { formatOp } from './format.js';
@@ -196,6 +196,45 @@ const NFT_H = [
   ['NEWRULE', '0200000006000100740000000600020063000000880004802800018008000100666962001c0002800800030000000001080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800800010002000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001'],
 ] as const;
 
+/*
+ * i.nft (the planner's endpoint maps: DNAT to `numgen … map`, typeof user data):
+ * table ip t {
+ *   map eps { typeof numgen random mod 65536 : ip daddr . tcp dport; flags interval;
+ *             elements = { 0-32767 : 10.244.1.5 . 8080, 32768-65535 : 10.244.2.6 . 8080 } }
+ *   chain c { type nat hook prerouting priority -100; meta l4proto tcp dnat ip addr . port to numgen random mod 65536 map @eps; }
+ * }
+ * table ip6 t6 {
+ *   map eps6 { typeof numgen random mod 65536 : ip6 daddr . udp dport; flags interval; elements = { 0-65535 : fd00::5 . 53 } }
+ *   chain c { type nat hook prerouting priority -100; meta l4proto udp dnat ip6 addr . port to numgen random mod 65536 map @eps6; }
+ * }
+ */
+const NFT_I = [
+  ['NEWTABLE', '0200000006000100740000000800020000000000'],
+  ['NEWCHAIN', '0200000006000100740000000600030063000000080007006e61740014000480080001000000000008000200ffffff9c'],
+  ['NEWSET', '0200000006000100740000000800020065707300080003000000000c0800040000000004080005000000000408000600000001cd080007000000000808000a000000000168000d00000401000000010400000000031a0004170000000112000401000000010400000100020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c000408000000010402000000060400000000'],
+  ['NEWSETELEM', '0200000006000100740000000800020065707300080004000000000174000380200001800c0001800800010000000000100002800c0001000af401051f9000001800028008000300000000010c0001800800010000008000200003800c0001800800010000008000100002800c0001000af402061f9000001800048008000300000000010c0001800800010000010000'],
+  ['NEWRULE', '02000000060001007400000006000200630000002c01048024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010006000000340001800b0001006e756d67656e0000240002800800010000000001080002000001000008000300000000010800040000000000400001800e000100627974656f726465720000002c00028008000100000000010800020000000001080003000000000108000400000000040800050000000004340001800b0001006c6f6f6b7570000024000280080002000000000108000300000000010800010065707300080004000000000130000180080001006e617400240002800800010000000001080002000000000208000300000000010800050000000009'],
+  ['NEWTABLE', '0a00000007000100743600000800020000000000'],
+  ['NEWCHAIN', '0a00000007000100743600000600030063000000080007006e61740014000480080001000000000008000200ffffff9c'],
+  ['NEWSET', '0a0000000700010074360000090002006570733600000000080003000000000c08000400000000040800050000000004080006000000020d080007000000001408000a000000000268000d00000401000000010400000000031a0004170000000112000401000000010400000100020400000000043400040d000000012c0014000407000000010c00040d0000000104090000000114000407000000010c000406000000010402000000060400000000'],
+  ['NEWSETELEM', '0a00000007000100743600000900020065707336000000000800040000000002480003802c0001800c00018008000100000000001c00028018000100fd000000000000000000000000000005003500001800028008000300000000010c0001800800010000010000'],
+  ['NEWRULE', '0a000000070001007436000006000200630000003001048024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010011000000340001800b0001006e756d67656e0000240002800800010000000001080002000001000008000300000000010800040000000000400001800e000100627974656f726465720000002c00028008000100000000010800020000000001080003000000000108000400000000040800050000000004380001800b0001006c6f6f6b757000002800028008000200000000010800030000000001090001006570733600000000080004000000000230000180080001006e617400240002800800010000000001080002000000000a08000300000000010800050000000002'],
+] as const;
+
+/*
+ * j.nft:
+ * table ip t {
+ *   map e3 { typeof numgen random mod 100 : ip daddr . sctp dport; flags interval; }
+ *   map e4 { type ipv4_addr : ipv4_addr . inet_service; elements = { 10.96.0.1 : 10.244.1.5 . 80 } }
+ * }
+ */
+const NFT_J = [
+  ['NEWTABLE', '0200000006000100740000000800020000000000'],
+  ['NEWSET', '0200000006000100740000000700020065330000080003000000000c0800040000000004080005000000000408000600000001cd080007000000000808000a000000000168000d00000401000000010400000000031a0004170000000112000401000000010464000000020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c00040a000000010402000000060400000000'],
+  ['NEWSET', '020000000600010074000000070002006534000008000300000000080800040000000007080005000000000408000600000001cd080007000000000808000a000000000220000d00000402000000010400000000040800040d0000000100060400000000'],
+  ['NEWSETELEM', '0200000006000100740000000700020065340000080004000000000224000380200001800c000180080001000a600001100002800c0001000af4010500500000'],
+] as const;
+
 const txA: NftTransaction = {
   family: 'ip',
   table: 't',
@@ -302,6 +341,63 @@ describe('golden bytes: the same commands as nft 1.0.6', () => {
       ],
     };
     expect(named(tx)).toEqual(NFT_H);
+  });
+
+  it('i.nft: interval maps keyed by numgen (typeof user data), concatenated data, dnat … map (ip and ip6)', () => {
+    const ip: NftTransaction = {
+      family: 'ip',
+      table: 't',
+      ops: [
+        { op: 'add-table' },
+        { op: 'add-chain', chain: { name: 'c', base: { type: 'nat', hook: 'prerouting', priority: -100 } } },
+        { op: 'add-set', set: { name: 'eps', key: ['integer'], data: ['ipv4_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 65536, proto: 'tcp' } } },
+        {
+          op: 'add-elements',
+          set: 'eps',
+          elements: [
+            { key: ['0-32767'], data: ['10.244.1.5', '8080'] },
+            { key: ['32768-65535'], data: ['10.244.2.6', '8080'] },
+          ],
+        },
+        rule('c', [m(l4proto, 'tcp'), { kind: 'dnat-map', key: { kind: 'numgen', mod: 65536 }, map: 'eps' }]),
+      ],
+    };
+    const ip6: NftTransaction = {
+      family: 'ip6',
+      table: 't6',
+      ops: [
+        { op: 'add-table' },
+        { op: 'add-chain', chain: { name: 'c', base: { type: 'nat', hook: 'prerouting', priority: -100 } } },
+        { op: 'add-set', set: { name: 'eps6', key: ['integer'], data: ['ipv6_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 65536, proto: 'udp' } } },
+        { op: 'add-elements', set: 'eps6', elements: [{ key: ['0-65535'], data: ['fd00::5', '53'] }] },
+        rule('c', [m(l4proto, 'udp'), { kind: 'dnat-map', key: { kind: 'numgen', mod: 65536 }, map: 'eps6' }]),
+      ],
+    };
+    // nft numbers set ids per batch (its batch held both tables: eps6 was set 2); ours count per transaction.
+    const want6 = NFT_I.slice(5).map(([t, hex]) => [t, hex.replace('08000a0000000002', '08000a0000000001').replace(/0800040000000002/g, '0800040000000001')]);
+    expect([...named(ip), ...named(ip6)]).toEqual([...NFT_I.slice(0, 5), ...want6]);
+    expect(describeRule(messages(ip).at(-1)!.data).exprs).toEqual([
+      '[ meta load l4proto => reg 1 ]',
+      '[ cmp eq reg 1 0x00000006 ]',
+      '[ numgen reg 1 = random mod 65536 ]',
+      '[ byteorder reg 1 = hton(reg 1, 4, 4) ]',
+      '[ lookup reg 1 set eps dreg 1 ]',
+      '[ nat dnat ip addr_min reg 1 proto_min reg 9 ]',
+    ]);
+  });
+
+  it('j.nft: typeof numgen with an sctp port; a map with concatenated data', () => {
+    const tx: NftTransaction = {
+      family: 'ip',
+      table: 't',
+      ops: [
+        { op: 'add-table' },
+        { op: 'add-set', set: { name: 'e3', key: ['integer'], data: ['ipv4_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 100, proto: 'sctp' } } },
+        { op: 'add-set', set: { name: 'e4', key: ['ipv4_addr'], data: ['ipv4_addr', 'inet_service'] } },
+        { op: 'add-elements', set: 'e4', elements: [{ key: ['10.96.0.1'], data: ['10.244.1.5', '80'] }] },
+      ],
+    };
+    expect(named(tx)).toEqual(NFT_J);
   });
 
   it('e1.nft: elements of sets that exist already (interval start / end, concatenated keys, inet_proto)', () => {
@@ -443,6 +539,22 @@ function checkAttrs(buf: Buffer, start: number, end: number): number {
   if (o !== end) fail('attributes overrun their parent', o);
   return n;
 }
+
+describe('set definitions decode back (what listTable returns)', () => {
+  it('key, data (verdict, single, concatenated), flags, timeout, size, comment, numgen typeof', () => {
+    const sets: NftSet[] = [
+      { name: 'svc', key: ['ipv4_addr', 'inet_proto', 'inet_service'], data: 'verdict', comment: 'svcs' },
+      { name: 'aff', key: ['ipv4_addr'], size: 65535, dynamic: true, timeoutSeconds: 10800 },
+      { name: 'nets', key: ['ipv6_addr'], interval: true },
+      { name: 'dm', key: ['ipv4_addr'], data: 'ipv4_addr' },
+      { name: 'e4', key: ['ipv4_addr'], data: ['ipv4_addr', 'inet_service'] },
+      { name: 'eps', key: ['integer'], data: ['ipv4_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 65536, proto: 'sctp' } },
+      { name: 'marks', key: ['mark'], data: 'verdict' },
+    ];
+    const msgs = messages({ family: 'ip', table: 't', ops: sets.map((set): NftOp => ({ op: 'add-set', set })) });
+    expect(msgs.map((x) => decodeSet(x.data))).toEqual(sets.map((set) => ({ table: 't', set, known: true })));
+  });
+});
 
 describe('framing', () => {
   it('every attribute of every message is aligned, nested lengths add up, padding is zero', () => {
@@ -601,6 +713,10 @@ describe('values', () => {
     expect(formatOp(t, txA.ops[6]!)).toBe('add map ip podnet svc { type ipv4_addr . inet_proto . inet_service : verdict; comment "svcs"; }');
     expect(formatOp(t, txA.ops[7]!)).toBe('add element ip podnet svc { 10.96.0.10 . tcp . 80 comment "web" : goto svc1 }');
     expect(formatOp(t, { op: 'delete-elements', set: 's', keys: [['a'], ['b'], ['c'], ['d'], ['e']] })).toBe('delete element ip podnet s { a, b, c, … (2 more) }');
+    expect(formatOp(t, { op: 'add-set', set: { name: 'eps', key: ['integer'], data: ['ipv4_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 65536, proto: 'tcp' } } })).toBe('add map ip podnet eps { typeof numgen random mod 65536 : ip daddr . tcp dport; flags interval; }');
+    expect(formatOp(t, { op: 'add-elements', set: 'eps', elements: [{ key: ['0-32767'], data: ['10.244.1.5', '8080'] }] })).toBe('add element ip podnet eps { 0-32767 : 10.244.1.5 . 8080 }');
+    expect(formatOp(t, rule('c', [{ kind: 'dnat-map', key: { kind: 'numgen', mod: 65536 }, map: 'eps' }]))).toBe('add rule ip podnet c dnat ip addr . port to numgen random mod 65536 map @eps');
+    expect(formatOp(t, rule('c', [m({ kind: 'ct', key: 'state' }, 'established,related', '!=')]))).toBe('add rule ip podnet c ct state ! established,related');
   });
 });
 

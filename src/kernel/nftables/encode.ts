@@ -21,6 +21,7 @@ import type { NftChain, NftElement, NftExpr, NftFamily, NftRule, NftSet, NftStmt
 import type { NftOp, NftTransaction } from './ops.js';
 import { formatOpHead } from './format.js';
 import {
+  BYTEORDER_HOST,
   BYTEORDER_INVALID,
   ICMPV6_PORT_UNREACH,
   ICMP_PORT_UNREACH,
@@ -30,6 +31,7 @@ import {
   NFPROTO_IPV4,
   NFPROTO_IPV6,
   NFTA_BITWISE,
+  NFTA_BYTEORDER,
   NFTA_CHAIN,
   NFTA_CMP,
   NFTA_CT,
@@ -57,6 +59,7 @@ import {
   NFTA_TABLE,
   NFTA_VERDICT,
   NFT_BITWISE_MASK_XOR,
+  NFT_BYTEORDER_HTON,
   NFT_CMP_EQ,
   NFT_CMP_NEQ,
   NFT_CONTINUE,
@@ -104,6 +107,13 @@ import {
   UDATA_SET_ELEM_COMMENT,
   UDATA_SET_KEYBYTEORDER,
   UDATA_SET_KEY_TYPEOF,
+  UDATA_SET_DATA_TYPEOF,
+  EXPR_NUMGEN,
+  EXPR_PAYLOAD,
+  PROTO_DESC,
+  IPHDR_DADDR,
+  IP6HDR_DADDR,
+  L4HDR_DPORT,
   UDATA_SET_TYPEOF_DATA,
   UDATA_SET_TYPEOF_EXPR,
   EXPR_CONCAT,
@@ -129,6 +139,9 @@ import {
 
 /** What the encoder needs to know of a set that exists already (the executor's cache). */
 export type SetInfo = Pick<NftSet, 'name' | 'key' | 'data' | 'interval' | 'dynamic' | 'timeoutSeconds'>;
+
+/** A set's data types as a list (empty for sets and verdict maps). */
+const dataTypes = (d: NftSet['data']): NftType[] => (d === undefined || d === 'verdict' ? [] : Array.isArray(d) ? d : [d]);
 
 export interface EncodeOptions {
   /** Sets that exist in the kernel table before the transaction (by name). */
@@ -223,7 +236,7 @@ const sp = (k: number, sub = '', part = -1): string => `rule.stmts[${k}]${sub}${
 
 // Expression names, NUL-terminated as NFTA_EXPR_NAME wants them.
 const ENAME = Object.fromEntries(
-  ['payload', 'meta', 'ct', 'fib', 'numgen', 'immediate', 'cmp', 'bitwise', 'lookup', 'dynset', 'nat', 'masq', 'reject', 'counter'].map((n) => [n, Buffer.from(`${n}\0`)]),
+  ['payload', 'meta', 'ct', 'fib', 'numgen', 'immediate', 'cmp', 'bitwise', 'lookup', 'dynset', 'nat', 'masq', 'reject', 'counter', 'byteorder'].map((n) => [n, Buffer.from(`${n}\0`)]),
 ) as Record<string, Buffer>;
 
 const NAT_TYPE = Buffer.from('nat\0');
@@ -245,6 +258,8 @@ const K_VERDICT = 11e12;
 const K_NAT = 12e12;
 const K_MASQ = 13e12;
 const K_REJECT = 14e12;
+const K_NAT_MAP = 15e12;
+const K_HTON = 16e12;
 
 /** The kinds a key expression yields, per concatenation part (for matching a set's key). */
 type PartKind = NftType | 'ct_state' | 'fib_addrtype' | 'numgen';
@@ -306,8 +321,9 @@ class Batcher {
   }
 
   private open(): void {
-    // A batch is written in place: room for the whole of it (and one message more) up front.
-    this.w = new NlWriter(Number.isFinite(this.limit) ? this.limit + NLA_MAX_LEN + 4096 : 4 << 20);
+    // A batch is written in place; it grows (by doubling) past this first guess when it must.
+    // Batches bounded by the reply budget hold at most about a third of it in messages.
+    this.w = new NlWriter(Math.min(this.limit, this.replyBudget / 2, 4 << 20) + NLA_MAX_LEN + 4096);
     this.beginSeq = this.nextSeq(-1);
     const s = this.w.msgBegin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, this.beginSeq, 0, NFNL_SUBSYS_NFTABLES);
     this.w.msgEnd(s);
@@ -393,7 +409,9 @@ export function encodeTransaction(tx: NftTransaction, opts: EncodeOptions = {}):
 class Encoder {
   private readonly family: number;
   private readonly b: Batcher;
-  private readonly sets: Map<string, SetInfo>;
+  /** The sets as given (never changed) until the transaction adds or deletes one: then a copy (see mutSets). */
+  private sets: Map<string, SetInfo>;
+  private setsOwned: boolean;
   /** NFTA_SET_ID of sets added by this transaction (nft sends them along; names suffice). */
   private readonly setIds = new Map<string, number>();
   private nextSetId = 1;
@@ -417,7 +435,10 @@ class Encoder {
     if (!Array.isArray(tx.ops)) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'nft transaction: ops is not a list', { field: 'ops' });
     this.family = tx.family === 'ip' ? NFPROTO_IPV4 : NFPROTO_IPV6;
     this.tableName = nameBuf(tx.table, 'table', { family: tx.family });
-    this.sets = new Map(opts.sets ?? []);
+    // Copied only when the transaction adds or deletes a set: a table with 10,000 endpoint
+    // maps would otherwise copy them all for every one-element transaction.
+    this.sets = opts.sets instanceof Map ? opts.sets : new Map(opts.sets ?? []);
+    this.setsOwned = !(opts.sets instanceof Map);
     const limit = opts.maxBatchBytes ?? Infinity;
     const budget = opts.replyBudget ?? Infinity;
     if (!(limit > 0) || !(budget > 0)) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `maxBatchBytes and replyBudget must be positive`, { field: limit > 0 ? 'replyBudget' : 'maxBatchBytes' });
@@ -475,7 +496,8 @@ class Encoder {
         const s = b.begin(NFT_MSG.DELTABLE, NLM_F_REQUEST, this.family, i);
         this.w.bytes(NFTA_TABLE.NAME, this.tableName);
         b.end(s, i, site);
-        this.sets.clear();
+        this.sets = new Map();
+        this.setsOwned = true;
         this.setIds.clear();
         return;
       }
@@ -511,7 +533,7 @@ class Encoder {
         this.w.bytes(NFTA_SET.TABLE, this.tableName);
         this.w.bytes(NFTA_SET.NAME, name);
         b.end(s, i, site);
-        this.sets.delete(op.set);
+        this.mutSets().delete(op.set);
         this.setIds.delete(op.set);
         return;
       }
@@ -578,7 +600,16 @@ class Encoder {
     if (klen > NFT_REG_SPACE) throw site.error('set.key', `a key of ${klen} bytes is longer than the ${NFT_REG_SPACE} bytes of registers`);
     if (set.interval && concat) throw site.error('set.interval', 'interval sets with concatenated keys are not supported');
     if (set.interval && set.key[0] === 'mark') throw site.error('set.interval', 'mark (host byte order) sets cannot be interval sets');
-    if (set.data !== undefined && set.data !== 'verdict' && !(set.data in TYPES)) throw site.bad('set.data', set.data, 'verdict or a set type');
+    if (set.data !== undefined && set.data !== 'verdict' && !(Array.isArray(set.data) ? set.data.length > 0 && set.data.every((t) => t in TYPES) : set.data in TYPES)) throw site.bad('set.data', set.data, 'verdict or a set type (or a list of them)');
+    const dtypes = dataTypes(set.data);
+    if (keyLen(dtypes) > NFT_REG_SPACE) throw site.error('set.data', `data of ${keyLen(dtypes)} bytes is longer than the ${NFT_REG_SPACE} bytes of registers`);
+    const ngt = set.numgenTypeof;
+    if (ngt !== undefined) {
+      if (!Number.isInteger(ngt.mod) || ngt.mod < 1 || ngt.mod > 0xffffffff) throw site.bad('set.numgenTypeof.mod', ngt.mod, 'a modulus (a whole number ≥ 1)');
+      if (ngt.proto !== 'tcp' && ngt.proto !== 'udp' && ngt.proto !== 'sctp') throw site.bad('set.numgenTypeof.proto', ngt.proto, 'tcp, udp or sctp');
+      const addr = this.tx.family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
+      if (set.key.length !== 1 || set.key[0] !== 'integer' || dtypes.length !== 2 || dtypes[0] !== addr || dtypes[1] !== 'inet_service') throw site.error('set.numgenTypeof', `needs key integer and data ${addr} . inet_service`);
+    }
     if (set.timeoutSeconds !== undefined && !(Number.isInteger(set.timeoutSeconds) && set.timeoutSeconds > 0)) throw site.bad('set.timeoutSeconds', set.timeoutSeconds, 'a positive whole number of seconds');
     if (set.size !== undefined && !(Number.isInteger(set.size) && set.size > 0 && set.size <= 0xffffffff)) throw site.bad('set.size', set.size, 'a positive 32-bit number of elements');
     let flags = 0;
@@ -595,8 +626,8 @@ class Encoder {
     w.u32(NFTA_SET.KEY_TYPE, typeId(set.key));
     w.u32(NFTA_SET.KEY_LEN, klen);
     if (set.data !== undefined) {
-      w.u32(NFTA_SET.DATA_TYPE, set.data === 'verdict' ? NFT_DATA_VERDICT : TYPES[set.data].id);
-      w.u32(NFTA_SET.DATA_LEN, set.data === 'verdict' ? 0 : TYPES[set.data].len);
+      w.u32(NFTA_SET.DATA_TYPE, set.data === 'verdict' ? NFT_DATA_VERDICT : typeId(dtypes));
+      w.u32(NFTA_SET.DATA_LEN, set.data === 'verdict' ? 0 : keyLen(dtypes));
     }
     w.u32(NFTA_SET.ID, id);
     if (set.size !== undefined) {
@@ -612,13 +643,36 @@ class Encoder {
       writeHostU32(b, 0, v);
       ud.push(type, 4, ...b);
     };
-    putU32(UDATA_SET_KEYBYTEORDER, concat ? BYTEORDER_INVALID : TYPES[set.key[0]!].byteorder);
-    if (set.data !== undefined) putU32(UDATA_SET_DATABYTEORDER, set.data === 'verdict' ? BYTEORDER_INVALID : TYPES[set.data].byteorder);
+    // (a numgen typeof key is host order to nft, which converts interval elements itself)
+    putU32(UDATA_SET_KEYBYTEORDER, ngt ? BYTEORDER_HOST : concat ? BYTEORDER_INVALID : TYPES[set.key[0]!].byteorder);
+    if (set.data !== undefined) putU32(UDATA_SET_DATABYTEORDER, set.data === 'verdict' || dtypes.length > 1 ? BYTEORDER_INVALID : TYPES[dtypes[0]!].byteorder);
     // nft marks a concatenated key's expression as a concatenation (EXPR_CONCAT, no typeof parts).
     if (concat) {
       const b = new Uint8Array(4);
       writeHostU32(b, 0, EXPR_CONCAT);
       ud.push(UDATA_SET_KEY_TYPEOF, 8, UDATA_SET_TYPEOF_EXPR, 4, ...b, UDATA_SET_TYPEOF_DATA, 0);
+    }
+    if (ngt) {
+      // As nft 1.0.6 writes `typeof numgen random mod M : ip daddr . tcp dport` (checked with --debug=mnl).
+      const u32 = (v: number): number[] => {
+        const b = new Uint8Array(4);
+        writeHostU32(b, 0, v);
+        return [...b];
+      };
+      const tlv = (type: number, body: number[]): number[] => [type, body.length, ...body];
+      const expr = (type: number, body: number[]): number[] => [...tlv(UDATA_SET_TYPEOF_EXPR, u32(type)), ...tlv(UDATA_SET_TYPEOF_DATA, body)];
+      // numgen: TYPE (random), MOD, OFFSET; payload: DESC, TYPE (the header field).
+      ud.push(...tlv(UDATA_SET_KEY_TYPEOF, expr(EXPR_NUMGEN, [...tlv(0, u32(1)), ...tlv(1, u32(ngt.mod)), ...tlv(2, u32(0))])));
+      const v6 = this.tx.family === 'ip6';
+      const payload = (desc: number, field: number): number[] => expr(EXPR_PAYLOAD, [...tlv(0, u32(desc)), ...tlv(1, u32(field))]);
+      const l4 = PROTO_DESC[ngt.proto];
+      ud.push(...tlv(UDATA_SET_DATA_TYPEOF, expr(EXPR_CONCAT, [...tlv(0, payload(v6 ? PROTO_DESC.ip6 : PROTO_DESC.ip, v6 ? IP6HDR_DADDR : IPHDR_DADDR)), ...tlv(1, payload(l4, L4HDR_DPORT))])));
+    }
+    if (!ngt && dtypes.length > 1) {
+      // …and concatenated data the same way (`type ipv4_addr : ipv4_addr . inet_service`).
+      const b = new Uint8Array(4);
+      writeHostU32(b, 0, EXPR_CONCAT);
+      ud.push(UDATA_SET_DATA_TYPEOF, 8, UDATA_SET_TYPEOF_EXPR, 4, ...b, UDATA_SET_TYPEOF_DATA, 0);
     }
     if (set.data !== undefined) putU32(UDATA_SET_DATA_INTERVAL, 0);
     if (set.comment !== undefined) {
@@ -629,8 +683,16 @@ class Encoder {
     }
     w.bytes(NFTA_SET.USERDATA, Uint8Array.from(ud));
     this.b.end(s, site.index, site);
-    this.sets.set(set.name, { name: set.name, key: [...set.key], data: set.data, interval: set.interval, dynamic: set.dynamic, timeoutSeconds: set.timeoutSeconds });
+    this.mutSets().set(set.name, { name: set.name, key: [...set.key], data: Array.isArray(set.data) ? [...set.data] : set.data, interval: set.interval, dynamic: set.dynamic, timeoutSeconds: set.timeoutSeconds });
     this.setIds.set(set.name, id);
+  }
+
+  private mutSets(): Map<string, SetInfo> {
+    if (!this.setsOwned) {
+      this.sets = new Map(this.sets);
+      this.setsOwned = true;
+    }
+    return this.sets;
   }
 
   private knownSet(site: Site, name: string, path: string): SetInfo {
@@ -714,9 +776,15 @@ class Encoder {
     if (el && set.data !== undefined) {
       const d = w.nestBegin(NFTA_SET_ELEM.DATA);
       if (set.data === 'verdict') this.verdictData(el.verdict!, site, () => at(j, '.verdict'));
-      else {
-        if (!writeValue(set.data, el.data!, this.v2, 0)) throw site.bad(at(j, '.data'), el.data, TYPE_TEXT[set.data]);
+      else if (!Array.isArray(set.data)) {
+        if (typeof el.data !== 'string' || !writeValue(set.data, el.data, this.v2, 0)) throw site.bad(at(j, '.data'), el.data, TYPE_TEXT[set.data]);
         w.bytes(NFTA_DATA.VALUE, this.v2, TYPES[set.data].len);
+      } else {
+        // Concatenated data: one value per part, each padded to 4 bytes (like a concatenated key).
+        const parts = Array.isArray(el.data) ? el.data : typeof el.data === 'string' ? el.data.split(' . ') : [];
+        if (parts.length !== set.data.length) throw site.bad(at(j, '.data'), el.data, `${set.data.length} values (${set.data.join(' . ')})`);
+        this.key(set.data, parts, this.v2, site, j, (jj, sub = '') => at(jj, sub.replace(/^\.key/, '.data')));
+        w.bytes(NFTA_DATA.VALUE, this.v2, keyLen(set.data));
       }
       w.nestEnd(d);
     }
@@ -978,17 +1046,24 @@ class Encoder {
         });
         return 4;
       }
-      case 'numgen':
-        this.cached(K_NUMGEN + reg * 1e10 + expr.mod, () => {
+      case 'numgen': {
+        const offset = expr.offset ?? 0;
+        const build = () => {
           const n = ENAME.numgen!;
           const e = this.exprBegin(n);
           this.w.u32(NFTA_NG.DREG, reg);
           this.w.u32(NFTA_NG.MODULUS, expr.mod);
           this.w.u32(NFTA_NG.TYPE, NFT_NG_RANDOM);
-          this.w.u32(NFTA_NG.OFFSET, 0);
+          this.w.u32(NFTA_NG.OFFSET, offset);
           this.exprEnd(e, n);
-        });
+        };
+        if (offset === 0) this.cached(K_NUMGEN + reg * 1e10 + expr.mod, build);
+        else {
+          if (!Number.isInteger(offset) || offset < 0 || offset > 0xffffffff) throw site.bad(`${sp(k, sub, part)}.offset`, offset, 'an offset (a 32-bit whole number)');
+          build();
+        }
         return 4;
+      }
       case 'const': {
         const len = TYPES[expr.type].len;
         if (!writeValue(expr.type, expr.value, this.v2, 0)) throw site.bad(`${sp(k, sub, part)}.value`, expr.value, TYPE_TEXT[expr.type]);
@@ -1017,8 +1092,23 @@ class Encoder {
     const kinds = this.kinds(expr, site, k, sub);
     let ok = kinds.length === set.key.length;
     // numgen results are 32-bit host-order integers, like marks.
-    for (let i = 0; ok && i < kinds.length; i++) ok = kinds[i] === set.key[i] || (kinds[i] === 'numgen' && set.key[i] === 'mark');
+    for (let i = 0; ok && i < kinds.length; i++) ok = kinds[i] === set.key[i] || (kinds[i] === 'numgen' && (set.key[i] === 'mark' || (set.key[i] === 'integer' && kinds.length === 1)));
     if (!ok) throw site.error(sp(k, sub), `a key of ${kinds.join(' . ')} does not match set ${set.name}'s type ${set.key.join(' . ')}`);
+  }
+
+  /** A numgen result (host order) looked up in an integer (network order) set: `byteorder reg 1 = hton(reg 1, 4, 4)`, as nft. */
+  private htonNumgen(expr: NftExpr, set: SetInfo): void {
+    if (expr.kind !== 'numgen' || set.key[0] !== 'integer') return;
+    this.cached(K_HTON, () => {
+      const n = ENAME.byteorder!;
+      const e = this.exprBegin(n);
+      this.w.u32(NFTA_BYTEORDER.SREG, NFT_REG_1);
+      this.w.u32(NFTA_BYTEORDER.DREG, NFT_REG_1);
+      this.w.u32(NFTA_BYTEORDER.OP, NFT_BYTEORDER_HTON);
+      this.w.u32(NFTA_BYTEORDER.LEN, 4);
+      this.w.u32(NFTA_BYTEORDER.SIZE, 4);
+      this.exprEnd(e, n);
+    });
   }
 
   private setRef(attrName: number, attrId: number, set: string, site: Site, k: number, sub: string): void {
@@ -1036,6 +1126,7 @@ class Encoder {
         this.checkKey(st.left, set, site, k, '.left');
         if (st.op !== undefined && st.op !== '==' && st.op !== '!=') throw site.bad(sp(k, '.op'), st.op, '== or !=');
         this.loadKey(st.left, site, k, '.left');
+        this.htonNumgen(st.left, set);
         const n = ENAME.lookup!;
         const e = this.exprBegin(n);
         this.w.u32(NFTA_LOOKUP.SREG, NFT_REG_1);
@@ -1049,6 +1140,7 @@ class Encoder {
         if (set.data !== 'verdict') throw site.error(sp(k, '.map'), `${st.map} is not a verdict map`);
         this.checkKey(st.key, set, site, k, '.key');
         this.loadKey(st.key, site, k, '.key');
+        this.htonNumgen(st.key, set);
         const n = ENAME.lookup!;
         const e = this.exprBegin(n);
         this.w.u32(NFTA_LOOKUP.SREG, NFT_REG_1);
@@ -1130,6 +1222,36 @@ class Encoder {
           w.u32(NFTA_NAT.REG_PROTO_MIN, NFT_REG_2);
           w.u32(NFTA_NAT.FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
           this.exprEnd(e, n);
+        });
+        return;
+      }
+      case 'dnat-map': {
+        // nft: [ numgen reg 1 = random mod M ] [ byteorder reg 1 = hton(reg 1, 4, 4) ]
+        //      [ lookup reg 1 set S dreg 1 ] [ nat dnat ip addr_min reg 1 proto_min reg 9 ]
+        const set = this.knownSet(site, st.map, sp(k, '.map'));
+        const addr: NftType = this.tx.family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
+        const d = dataTypes(set.data);
+        if (d.length !== 2 || d[0] !== addr || d[1] !== 'inet_service') throw site.error(sp(k, '.map'), `${st.map} does not map to ${addr} . inet_service`);
+        this.checkKey(st.key, set, site, k, '.key');
+        this.loadKey(st.key, site, k, '.key');
+        this.htonNumgen(st.key, set);
+        const n = ENAME.lookup!;
+        const e = this.exprBegin(n);
+        this.w.u32(NFTA_LOOKUP.SREG, NFT_REG_1);
+        this.w.u32(NFTA_LOOKUP.DREG, NFT_REG_1);
+        this.setRef(NFTA_LOOKUP.SET, NFTA_LOOKUP.SET_ID, st.map, site, k, '.map');
+        this.exprEnd(e, n);
+        const v6 = this.tx.family === 'ip6';
+        this.cached(K_NAT_MAP + (v6 ? 1 : 0), () => {
+          const nn = ENAME.nat!;
+          const ne = this.exprBegin(nn);
+          const w = this.w;
+          w.u32(NFTA_NAT.TYPE, NFT_NAT_DNAT);
+          w.u32(NFTA_NAT.FAMILY, this.family);
+          w.u32(NFTA_NAT.REG_ADDR_MIN, NFT_REG_1);
+          // The port follows the address in the registers: NFT_REG32_01 after 4 bytes, NFT_REG_2 after 16.
+          w.u32(NFTA_NAT.REG_PROTO_MIN, v6 ? NFT_REG_2 : NFT_REG32_00 + 1);
+          this.exprEnd(ne, nn);
         });
         return;
       }

@@ -340,7 +340,7 @@ export class NftExecutor {
         case 'add-rule':
           for (const st of op.rule?.stmts ?? []) {
             if (st?.kind === 'lookup' || st?.kind === 'set-update') ref(st.set);
-            else if (st?.kind === 'vmap') ref(st.map);
+            else if (st?.kind === 'vmap' || st?.kind === 'dnat-map') ref(st.map);
           }
           break;
         default:

@@ -60,6 +60,8 @@ export function formatStmt(s: NftStmt, family: 'ip' | 'ip6' = 'ip'): string {
       return s.fullyRandom ? 'masquerade fully-random' : 'masquerade';
     case 'reject':
       return s.with === 'tcp-reset' ? 'reject with tcp reset' : 'reject';
+    case 'dnat-map':
+      return `dnat ${family} addr . port to ${formatExpr(s.key)} map @${s.map}`;
     case 'verdict':
       return formatVerdict(s.verdict);
     default:
@@ -73,7 +75,7 @@ function formatElement(e: NftElement): string {
   let out = Array.isArray(e?.key) ? e.key.join(' . ') : JSON.stringify(e);
   if (e?.comment !== undefined) out += ` comment ${quote(e.comment)}`;
   if (e?.verdict) out += ` : ${formatVerdict(e.verdict)}`;
-  else if (e?.data !== undefined) out += ` : ${e.data}`;
+  else if (e?.data !== undefined) out += ` : ${Array.isArray(e.data) ? e.data.join(' . ') : e.data}`;
   return out;
 }
 
@@ -136,7 +138,10 @@ export function formatOp(tx: Pick<NftTransaction, 'family' | 'table'>, op: NftOp
     }
     case 'add-set': {
       const s = op.set;
-      const parts = [`type ${Array.isArray(s.key) ? s.key.join(' . ') : s.key}${s.data !== undefined ? ` : ${s.data}` : ''};`];
+      const ngt = s.numgenTypeof;
+      const parts = ngt
+        ? [`typeof numgen random mod ${ngt.mod} : ${tx.family} daddr . ${ngt.proto} dport;`]
+        : [`type ${Array.isArray(s.key) ? s.key.join(' . ') : s.key}${s.data !== undefined ? ` : ${Array.isArray(s.data) ? s.data.join(' . ') : s.data}` : ''};`];
       const flags = [...(s.interval ? ['interval'] : []), ...(s.dynamic ? ['dynamic'] : []), ...(s.timeoutSeconds !== undefined ? ['timeout'] : [])];
       if (flags.length) parts.push(`flags ${flags.join(',')};`);
       if (s.size !== undefined) parts.push(`size ${s.size};`);

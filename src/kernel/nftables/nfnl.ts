@@ -147,6 +147,8 @@ export const NFT_FIB_RESULT_ADDRTYPE = 3;
 export const NFTA_FIB_F_SADDR = 0x1;
 export const NFTA_FIB_F_DADDR = 0x2;
 export const NFTA_NG = { DREG: 1, MODULUS: 2, TYPE: 3, OFFSET: 4 } as const;
+export const NFTA_BYTEORDER = { SREG: 1, DREG: 2, OP: 3, LEN: 4, SIZE: 5 } as const;
+export const NFT_BYTEORDER_HTON = 1;
 export const NFT_NG_RANDOM = 1;
 export const NFTA_NAT = { TYPE: 1, FAMILY: 2, REG_ADDR_MIN: 3, REG_ADDR_MAX: 4, REG_PROTO_MIN: 5, REG_PROTO_MAX: 6, FLAGS: 7 } as const;
 export const NFT_NAT_DNAT = 1;
@@ -170,12 +172,21 @@ export const UDATA_CHAIN_COMMENT = 0;
 export const UDATA_SET_KEYBYTEORDER = 0;
 export const UDATA_SET_DATABYTEORDER = 1;
 export const UDATA_SET_KEY_TYPEOF = 3;
+export const UDATA_SET_DATA_TYPEOF = 4;
 export const UDATA_SET_DATA_INTERVAL = 6;
 /** Inside KEY_TYPEOF: NFTNL_UDATA_SET_TYPEOF_EXPR (nft's expression type) and _DATA. */
 export const UDATA_SET_TYPEOF_EXPR = 0;
 export const UDATA_SET_TYPEOF_DATA = 1;
 /** nft's enum expr_types: EXPR_CONCAT. */
 export const EXPR_CONCAT = 13;
+/** nft's enum expr_types: EXPR_PAYLOAD and EXPR_NUMGEN (in typeof user data). */
+export const EXPR_PAYLOAD = 7;
+export const EXPR_NUMGEN = 23;
+/** nft's proto_desc ids and header field indexes (payload typeof user data: DESC, TYPE). */
+export const PROTO_DESC = { udp: 6, tcp: 8, sctp: 10, ip: 12, ip6: 13 } as const;
+export const IPHDR_DADDR = 12;
+export const IP6HDR_DADDR = 9;
+export const L4HDR_DPORT = 2;
 export const UDATA_SET_COMMENT = 7;
 export const UDATA_SET_ELEM_COMMENT = 0;
 /** nft's enum byteorder. */
@@ -184,7 +195,7 @@ export const BYTEORDER_HOST = 1;
 export const BYTEORDER_BIG = 2;
 
 /** nft's datatype ids (TYPE_*) and how many bits TYPE_BITS a concatenation shifts by. */
-export const NFT_TYPE_IDS = { verdict: 1, ipv4_addr: 7, ipv6_addr: 8, inet_proto: 12, inet_service: 13, mark: 19 } as const;
+export const NFT_TYPE_IDS = { verdict: 1, integer: 4, ipv4_addr: 7, ipv6_addr: 8, inet_proto: 12, inet_service: 13, mark: 19 } as const;
 export const TYPE_BITS = 6;
 
 export const HOST_LE = endianness() === 'LE';

@@ -26,6 +26,8 @@ export const TYPES: Readonly<Record<NftType, TypeInfo>> = {
   inet_proto: { id: NFT_TYPE_IDS.inet_proto, len: 1, byteorder: BYTEORDER_INVALID },
   inet_service: { id: NFT_TYPE_IDS.inet_service, len: 2, byteorder: BYTEORDER_BIG },
   mark: { id: NFT_TYPE_IDS.mark, len: 4, byteorder: BYTEORDER_HOST },
+  // Network order in the set (a numgen key is converted with byteorder hton before the lookup).
+  integer: { id: NFT_TYPE_IDS.integer, len: 4, byteorder: BYTEORDER_BIG },
 };
 
 export const pad4 = (n: number): number => (n + 3) & ~3;
@@ -209,6 +211,7 @@ export const TYPE_TEXT: Readonly<Record<NftType, string>> = {
   inet_proto: 'an inet_proto (tcp, udp, sctp, … or 0-255)',
   inet_service: 'an inet_service (a port 0-65535)',
   mark: 'a mark (a 32-bit number, decimal or 0x hex)',
+  integer: 'an integer (a 32-bit number, decimal or 0x hex)',
 };
 
 /**
@@ -246,6 +249,15 @@ export function writeValue(type: NftType, text: string, out: Uint8Array, off: nu
       const v = parseUint(text, 0xffffffff);
       if (v === undefined) return false;
       writeHostU32(out, off, v);
+      return true;
+    }
+    case 'integer': {
+      const v = parseUint(text, 0xffffffff);
+      if (v === undefined) return false;
+      out[off] = v >>> 24;
+      out[off + 1] = (v >>> 16) & 0xff;
+      out[off + 2] = (v >>> 8) & 0xff;
+      out[off + 3] = v & 0xff;
       return true;
     }
     default:
