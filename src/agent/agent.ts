@@ -5,7 +5,7 @@
  * signal aborts. Stopping the agent leaves pods running: their sandboxes are owned by
  * pause processes and adopted by the next agent.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { Cidr } from '../util/ipnet.js';
 import { KubeClient, configFromFlags, loadKubeconfig } from '../client/index.js';
 import type { ClientConfig } from '../client/index.js';
@@ -77,6 +77,12 @@ export class Agent {
       const iface = cfg.iface ? await host.links.require(cfg.iface) : await host.links.require(nodeAddr.devIndex);
       setSysctl(undefined, 'net.ipv4.ip_forward', '1');
       if (cfg.networks.some((n) => n.cidr.family === 6)) setSysctl(undefined, 'net.ipv6.conf.all.forwarding', '1');
+      // Bridged pod-to-pod traffic must pass netfilter, or replies to a Service VIP from a pod on the
+      // same bridge skip the reverse NAT (kube-proxy requires the same). Needs br_netfilter loaded.
+      if (existsSync('/proc/sys/net/bridge/bridge-nf-call-iptables')) {
+        setSysctl(undefined, 'net.bridge.bridge-nf-call-iptables', '1');
+        if (cfg.networks.some((n) => n.cidr.family === 6)) setSysctl(undefined, 'net.bridge.bridge-nf-call-ip6tables', '1');
+      } else if (cfg.proxyMode !== 'none') log.warn('br_netfilter is not loaded: a pod reaching a Service whose endpoint is on its own bridge may time out (modprobe br_netfilter)');
 
       const reg = new NodeRegistration(client, { nodeName: cfg.nodeName, nodeIP: cfg.nodeIP, nodeIPv6: cfg.nodeIPv6, backend: cfg.backend, agentPort: cfg.listen.port }, log);
       await retryUntil(signal, log, 'registering the node', () => reg.register());
