@@ -30,10 +30,13 @@ export function createMode(name: ProxyModeName, log: Logger): ProxyMode {
 export async function cleanupOtherModes(keep: ProxyModeName | undefined, log: Logger): Promise<void> {
   for (const name of PROXY_MODES) {
     if (name === keep) continue;
+    const mode = createMode(name, log);
     try {
-      await createMode(name, log).cleanup();
+      await mode.cleanup();
     } catch (e) {
       log.debug({ mode: name, err: formatError(e) }, 'nothing removed for this proxy mode');
+    } finally {
+      await mode.close?.();
     }
   }
 }

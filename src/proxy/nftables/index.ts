@@ -152,5 +152,12 @@ export function createNftablesMode(o: NftablesModeOptions): ProxyMode {
       }
       log.info('nftables proxy rules removed');
     },
+
+    async close() {
+      // The rules stay; only the socket goes (an open netlink socket keeps the process alive).
+      const e = executor;
+      executor = undefined;
+      if (e) (await e.catch(() => undefined))?.close?.();
+    },
   };
 }
