@@ -117,6 +117,7 @@ describe('resolveConfig accepts good options', () => {
       proxyMode: 'nftables',
       proxyMinSyncMs: 1000,
       proxySyncMs: 30000,
+      proxyFullSyncMs: 3600000,
       listen: { host: '198.18.0.1', port: AGENT_PORT },
       masquerade: true,
       netnsPrefix: 'pn-',

@@ -47,8 +47,10 @@ export interface AgentConfig {
   proxyMode: ProxyMode;
   /** The proxy's minimum time between syncs (kube-proxy's --iptables-min-sync-period / --nftables-min-sync-period). */
   proxyMinSyncMs: number;
-  /** The proxy's full resync period (kube-proxy's --*-sync-period). */
+  /** The proxy's periodic sync (kube-proxy's --*-sync-period): writes only what changed. */
   proxySyncMs: number;
+  /** The proxy's full resync (everything rewritten, drift repaired; kube-proxy: 1 h). */
+  proxyFullSyncMs: number;
   /** Where /healthz, /readyz and /metrics are served (default nodeIP:10260). */
   listen: { host: string; port: number };
   masquerade: boolean;
@@ -75,7 +77,7 @@ const KEYS = [
   'kubeconfig', 'server', 'token', 'tokenFile', 'caFile', 'insecureSkipTlsVerify',
   'nodeName', 'nodeIp', 'nodeIpv6', 'iface', 'clusterCidr', 'clusterCidrV6', 'nodeSubnetSize', 'nodeSubnetSizeV6',
   'stateDir', 'backend', 'directRouting', 'proxyMode', 'listen', 'masquerade', 'netnsPrefix', 'cniSocket', 'mtu', 'podConcurrency', 'resyncPeriod',
-  'proxyMinSyncPeriod', 'proxySyncPeriod',
+  'proxyMinSyncPeriod', 'proxySyncPeriod', 'proxyFullSyncPeriod',
 ] as const;
 
 const invalid = (field: string, reason: string) => new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field} ${reason}`, { field });
@@ -230,6 +232,7 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
   };
   const proxyMinSyncMs = durationOf('proxyMinSyncPeriod', '--proxy-min-sync-period', '1s', 0, '0s');
   const proxySyncMs = durationOf('proxySyncPeriod', '--proxy-sync-period', '30s', 1000, '1s');
+  const proxyFullSyncMs = durationOf('proxyFullSyncPeriod', '--proxy-full-sync-period', '1h', 1000, '1s');
   if (proxyMinSyncMs > proxySyncMs) throw invalid('--proxy-min-sync-period', `(${proxyMinSyncMs} ms) must not be longer than --proxy-sync-period (${proxySyncMs} ms)`);
   const kubeconfig = str(o, 'kubeconfig', '--kubeconfig');
   const server = str(o, 'server', '--server');
@@ -253,6 +256,7 @@ export function resolveConfig(raw: RawOptions): AgentConfig {
     proxyMode: proxyMode as ProxyMode,
     proxyMinSyncMs,
     proxySyncMs,
+    proxyFullSyncMs,
     listen: { host: parseIP(host), port },
     masquerade: bool(o, 'masquerade', '--masquerade') ?? true,
     directRouting: bool(o, 'directRouting', '--direct-routing') ?? false,

@@ -48,6 +48,7 @@ export async function setupProxy(o: { cfg: AgentConfig; client: KubeClient; metr
     nodes: proxyNodes(cfg),
     minSyncMs: cfg.proxyMinSyncMs,
     syncMs: cfg.proxySyncMs,
+    fullSyncMs: cfg.proxyFullSyncMs,
     log: plog,
     metrics: new ProxyMetrics(o.metrics.registry),
     health,

@@ -56,7 +56,7 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = {}, syncMs = 60_000): Promise<Env> {
+async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = {}, syncMs = 60_000, fullSyncMs = 3_600_000): Promise<Env> {
   const s = await FakeApiServer.start();
   for (const x of seed.services ?? []) s.put(RESOURCES.services, x);
   for (const x of seed.slices ?? []) s.put(RESOURCES.endpointslices, x);
@@ -71,6 +71,7 @@ async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = 
     nodes: [{ nodeName: 'n1', family: 4, nodeIPs: ['198.18.0.1'], clusterCIDR: '10.244.0.0/16' }],
     minSyncMs: 0,
     syncMs,
+    fullSyncMs,
     log: silentLogger(),
     metrics,
     conntrack: async (f) => {
@@ -181,5 +182,15 @@ describe('Proxier', () => {
     const sum = Number(/podnet_network_programming_duration_seconds_sum\{mode="nftables"\} ([\d.]+)/.exec(await e.registry.metrics())?.[1]);
     expect(sum).toBeGreaterThanOrEqual(0.2);
     expect(sum).toBeLessThan(5);
+  });
+
+  it('periodic syncs write nothing; a full sync comes every fullSyncMs', async () => {
+    const e = await setup({ services: [svc('a')] }, 100, 350);
+    await until(() => e.mode.calls.length >= 3, 'periodic syncs');
+    expect(e.mode.calls[0]!.changed).toBeUndefined();
+    expect(e.mode.calls[1]!.changed).toEqual([]);
+    await until(() => e.mode.calls.filter((c) => c.changed === undefined).length >= 2, 'the second full sync');
+    const kinds = e.mode.calls.map((c) => (c.changed ? 'p' : 'F')).join('');
+    expect(kinds).toMatch(/^Fp+F/);
   });
 });

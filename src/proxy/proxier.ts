@@ -3,8 +3,8 @@
  * only record which Services changed (the change tracker) and ask a bounded-frequency
  * runner for a sync; a sync turns the changed Services into ProxyServicePorts (one set per
  * family, see snapshot.ts), works out which service ports really differ, and has the mode
- * apply exactly those (a partial sync). Every `syncMs` — and after any failure — the sync
- * is full: every port rebuilt from the caches, the mode rewrites everything and removes
+ * apply exactly those (a partial sync). A sync also runs every `syncMs` without changes;
+ * every `fullSyncMs` (kube-proxy: one hour) — and after any failure — the sync is full: every port rebuilt from the caches, the mode rewrites everything and removes
  * what is stale. Nothing syncs before both initial lists have arrived.
  *
  * After a successful sync: the network programming latency of each EndpointSlice change is
@@ -27,6 +27,8 @@ import type { ProxyMode, ProxyNodeConfig, ProxyServicePort, ProxySnapshot } from
 /** Set by the EndpointSlice controller: when the change that produced this slice happened. */
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 const BY_SERVICE = 'byService';
+/** kube-proxy's fullSyncPeriod: a full rewrite costs seconds at 10,000 Services, so not every sync period. */
+export const DEFAULT_FULL_SYNC_MS = 60 * 60_000;
 
 export interface ProxierOptions {
   sources: { services: ListerWatcher<Service>; slices: ListerWatcher<EndpointSlice> };
@@ -35,8 +37,10 @@ export interface ProxierOptions {
   nodes: ProxyNodeConfig[];
   /** Least time between syncs (coalescing); 0 = sync at once. */
   minSyncMs: number;
-  /** Full resync period. */
+  /** Longest time between syncs (a sync with no changes writes nothing). */
   syncMs: number;
+  /** Full resync period: everything rewritten, drift repaired. Default 1 h, as kube-proxy. */
+  fullSyncMs?: number;
   log: Logger;
   metrics: ProxyMetrics;
   health?: ServiceHealthServer;
@@ -141,7 +145,7 @@ export class Proxier {
     if (!this.services.hasSynced() || !this.slices.hasSynced()) return;
     const t0 = performance.now();
     const now = this.clock();
-    const full = this.needFull || now - this.lastFull >= this.o.syncMs;
+    const full = this.needFull || now - this.lastFull >= (this.o.fullSyncMs ?? DEFAULT_FULL_SYNC_MS);
     const dirty = this.dirty;
     this.dirty = new Set();
     this.dirtySlices = 0;
