@@ -304,6 +304,8 @@ class Batcher {
     firstSeq: number,
     readonly limit: number,
     readonly replyBudget: number,
+    /** A guess of the whole transaction's bytes (small transactions need no big first buffer). */
+    readonly sizeHint = Infinity,
   ) {
     this.seq = firstSeq >>> 0;
     this.firstSeq = this.seq;
@@ -323,7 +325,7 @@ class Batcher {
   private open(): void {
     // A batch is written in place; it grows (by doubling) past this first guess when it must.
     // Batches bounded by the reply budget hold at most about a third of it in messages.
-    this.w = new NlWriter(Math.min(this.limit, this.replyBudget / 2, 4 << 20) + NLA_MAX_LEN + 4096);
+    this.w = new NlWriter(Math.min(this.limit, this.replyBudget / 2, 4 << 20, this.sizeHint) + NLA_MAX_LEN + 4096);
     this.beginSeq = this.nextSeq(-1);
     const s = this.w.msgBegin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, this.beginSeq, 0, NFNL_SUBSYS_NFTABLES);
     this.w.msgEnd(s);
@@ -442,7 +444,10 @@ class Encoder {
     const limit = opts.maxBatchBytes ?? Infinity;
     const budget = opts.replyBudget ?? Infinity;
     if (!(limit > 0) || !(budget > 0)) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `maxBatchBytes and replyBudget must be positive`, { field: limit > 0 ? 'replyBudget' : 'maxBatchBytes' });
-    this.b = new Batcher(opts.firstSeq ?? 1, limit, budget);
+    // ~512 bytes per op and 64 per element is generous; growing past it is fine.
+    let hint = 0;
+    for (const op of tx.ops) hint += 512 + (op?.op === 'add-elements' && Array.isArray(op.elements) ? op.elements.length * 64 : op?.op === 'delete-elements' && Array.isArray(op.keys) ? op.keys.length * 64 : 0);
+    this.b = new Batcher(opts.firstSeq ?? 1, limit, budget, hint);
   }
 
   run(): EncodedTransaction {
@@ -1046,24 +1051,17 @@ class Encoder {
         });
         return 4;
       }
-      case 'numgen': {
-        const offset = expr.offset ?? 0;
-        const build = () => {
+      case 'numgen':
+        this.cached(K_NUMGEN + reg * 1e10 + expr.mod, () => {
           const n = ENAME.numgen!;
           const e = this.exprBegin(n);
           this.w.u32(NFTA_NG.DREG, reg);
           this.w.u32(NFTA_NG.MODULUS, expr.mod);
           this.w.u32(NFTA_NG.TYPE, NFT_NG_RANDOM);
-          this.w.u32(NFTA_NG.OFFSET, offset);
+          this.w.u32(NFTA_NG.OFFSET, 0);
           this.exprEnd(e, n);
-        };
-        if (offset === 0) this.cached(K_NUMGEN + reg * 1e10 + expr.mod, build);
-        else {
-          if (!Number.isInteger(offset) || offset < 0 || offset > 0xffffffff) throw site.bad(`${sp(k, sub, part)}.offset`, offset, 'an offset (a 32-bit whole number)');
-          build();
-        }
+        });
         return 4;
-      }
       case 'const': {
         const len = TYPES[expr.type].len;
         if (!writeValue(expr.type, expr.value, this.v2, 0)) throw site.bad(`${sp(k, sub, part)}.value`, expr.value, TYPE_TEXT[expr.type]);

@@ -1,16 +1,20 @@
 /**
  * The nftables mode's planner (pure): a ProxySnapshot → the objects podnet wants in table
  * `ip podnet` / `ip6 podnet` (planTable), and the transaction from what was installed to
- * that (planTransaction). The layout and its reasons are in README.md; in short:
+ * that (planTransaction). The layout and its reasons are in README.md; in short (layout v2):
  *
  *   nat-prerouting / nat-output → services: `ip daddr . meta l4proto . th dport vmap @service-ips`
- *     and `... vmap @service-nodeports` → service-H / local-H / external-H → endpoint-E (dnat)
- *   filter-prerouting / filter-output: VIPs and NodePorts with no endpoint → reject-chain
- *   nat-postrouting → masquerading (packets marked 0x4000 by mark-for-masquerade)
+ *     and `... vmap @service-nodeports` → service-H / local-H / external-H, whose DNAT is
+ *     `dnat ip addr . port to numgen random mod 65536 map @endpoints-H` (a data map per service port)
+ *   filter-prerouting / filter-output: VIPs and NodePorts in the no-endpoint sets → reject-chain
+ *   nat-postrouting → masquerading (hairpin set, packets marked 0x4000 by mark-for-masquerade)
  *
- * Everything shared by all Services is a named map (no anonymous set or map anywhere);
- * per Service there are chains only, plus a dynamic set per endpoint with ClientIP
- * affinity. A partial plan touches only the changed service ports: O(changed).
+ * Chains, rules and verdict elements depend only on a service port's static shape (VIPs,
+ * ports, policies, affinity on/off); its endpoints are data: elements of its endpoint maps,
+ * of `hairpin` and of the no-endpoint sets. So an endpoint change is element ops only, which
+ * the kernel commits without walking the chain graph (README "Kernel costs"). Services with
+ * ClientIP affinity keep v1's endpoint chains and per-endpoint dynamic sets. No anonymous
+ * set or map anywhere. A partial plan touches only the changed service ports: O(changed).
  */
 import type { NftChain, NftElement, NftExpr, NftFamily, NftRule, NftSet, NftStmt, NftTable, NftType, NftVerdict } from '../../kernel/nftables/ast.js';
 import type { NftOp, NftTransaction } from '../../kernel/nftables/ops.js';
@@ -36,13 +40,21 @@ export const CHAINS = {
   reject: 'reject-chain',
 } as const;
 
-/** The shared verdict maps. */
+/** The shared verdict maps (their elements change only when a service port's static shape does). */
 export const MAPS = {
   serviceIPs: 'service-ips',
   serviceNodePorts: 'service-nodeports',
+} as const;
+
+/** The shared data sets (plain lookups: their elements follow endpoints without validation). */
+export const SETS = {
   noEndpointServices: 'no-endpoint-services',
   noEndpointNodePorts: 'no-endpoint-nodeports',
+  hairpin: 'hairpin',
 } as const;
+
+/** The range `numgen random mod NUMGEN_MOD` gives: a service port's endpoint map splits it. */
+export const NUMGEN_MOD = 65536;
 
 /** The node addresses NodePorts answer on (present when ProxyNodeConfig.nodeIPs is not empty). */
 export const NODEPORT_IPS_SET = 'nodeport-ips';
@@ -59,10 +71,11 @@ export const SRCNAT_PRIORITY = 100;
 const ELEMENT_CHUNK = 1000;
 
 const FIXED_CHAINS: ReadonlySet<string> = new Set(Object.values(CHAINS));
-const FIXED_SETS: ReadonlySet<string> = new Set([...Object.values(MAPS), NODEPORT_IPS_SET]);
+const FIXED_SETS: ReadonlySet<string> = new Set([...Object.values(MAPS), ...Object.values(SETS), NODEPORT_IPS_SET]);
 const MAP_NAMES: ReadonlySet<string> = new Set(Object.values(MAPS));
 const PER_SERVICE_CHAIN = /^(service|local|external|endpoint)-[A-Z2-7]{8}-/;
-const PER_SERVICE_SET = /^affinity-[A-Z2-7]{8}-/;
+const PER_SERVICE_MAP = /^(endpoints|local-endpoints)-[A-Z2-7]{8}-/;
+const PER_SERVICE_SET = /^(affinity|endpoints|local-endpoints)-[A-Z2-7]{8}-/;
 
 /** True for a chain name podnet's proxy owns (its fixed chains and per-service prefixes). */
 export function isOwnedChain(name: string): boolean {
@@ -74,9 +87,9 @@ export function isOwnedSet(name: string): boolean {
   return FIXED_SETS.has(name) || PER_SERVICE_SET.test(name);
 }
 
-/** True for the owned names that are verdict maps (`flush map`, not `flush set`). */
+/** True for the owned names that are maps (`flush map`, not `flush set`): the verdict maps and the endpoint maps. */
 export function isOwnedMap(name: string): boolean {
-  return MAP_NAMES.has(name);
+  return MAP_NAMES.has(name) || PER_SERVICE_MAP.test(name);
 }
 
 // ---------------------------------------------------------------- the planned state
@@ -94,8 +107,10 @@ export interface ServiceObjects {
   readonly port: ProxyServicePort;
   /** Its chains, in table order: service-, local-, external-, then endpoint- chains. */
   readonly chains: readonly NftChain[];
-  /** Its affinity sets (one per endpoint with ClientIP affinity). */
+  /** Its sets: endpoint maps (endpoints-H, local-endpoints-H), or with ClientIP affinity one dynamic set per endpoint. */
   readonly sets: readonly NftSet[];
+  /** Elements of its own static sets (the endpoint maps), by set name. */
+  readonly setElements: ReadonlyMap<string, readonly NftElement[]>;
   /** What it wants in the shared maps (the first service port by key owns a contested key). */
   readonly elements: readonly MapElement[];
 }
@@ -168,7 +183,10 @@ export class PlannedState {
     const keys = [...this.perService.keys()].sort();
     for (const k of keys) {
       const o = this.perService.get(k)!;
-      for (const s of o.sets) sets.push(s);
+      for (const s of o.sets) {
+        sets.push(s);
+        if (!s.dynamic) elements.set(s.name, [...(o.setElements.get(s.name) ?? [])]);
+      }
       for (const c of o.chains) chains.push(c);
       for (const me of o.elements) {
         if (this.claims.get(claimKey(me.map, me.element.key))?.[0] !== k) continue;
@@ -252,18 +270,21 @@ function planBase(ctx: Ctx): BaseObjects {
   const sets: NftSet[] = [
     { name: MAPS.serviceIPs, key: vipType, data: 'verdict', comment: 'ClusterIP, externalIP and LoadBalancer IP traffic' },
     { name: MAPS.serviceNodePorts, key: portType, data: 'verdict', comment: 'NodePort traffic' },
-    { name: MAPS.noEndpointServices, key: vipType, data: 'verdict', comment: 'VIP traffic to services with no endpoints' },
-    { name: MAPS.noEndpointNodePorts, key: portType, data: 'verdict', comment: 'NodePort traffic to services with no endpoints' },
+    { name: SETS.noEndpointServices, key: vipType, comment: 'VIP traffic to services with no endpoints' },
+    { name: SETS.noEndpointNodePorts, key: portType, comment: 'NodePort traffic to services with no endpoints' },
+    { name: SETS.hairpin, key: [ctx.addrType, 'inet_service', ctx.addrType], comment: 'endpoint . port . endpoint: a pod reaching itself through a service' },
   ];
   const elements = new Map<string, NftElement[]>();
   if (ctx.nodeIPs.length) {
     sets.push({ name: NODEPORT_IPS_SET, key: [ctx.addrType], comment: 'addresses NodePorts answer on' });
     elements.set(NODEPORT_IPS_SET, ctx.nodeIPs.map((ip) => ({ key: [ip] })));
   }
+  const toReject = gotoChain(CHAINS.reject);
   const noEndpointRules = [
-    rule([CT_NEW, { kind: 'vmap', key: vipKey, map: MAPS.noEndpointServices }]),
-    rule([CT_NEW, ...nodePortDest(ctx), { kind: 'vmap', key: portKey, map: MAPS.noEndpointNodePorts }]),
+    rule([CT_NEW, { kind: 'lookup', left: vipKey, set: SETS.noEndpointServices }, toReject]),
+    rule([CT_NEW, ...nodePortDest(ctx), { kind: 'lookup', left: portKey, set: SETS.noEndpointNodePorts }, toReject]),
   ];
+  const hairpinKey: NftExpr = { kind: 'concat', parts: [daddr, TH_DPORT, ctx.saddrExpr] };
   const chains: NftChain[] = [
     { name: CHAINS.filterPrerouting, base: { type: 'filter', hook: 'prerouting', priority: FILTER_PRIORITY, policy: 'accept' }, rules: noEndpointRules },
     { name: CHAINS.filterOutput, base: { type: 'filter', hook: 'output', priority: FILTER_PRIORITY, policy: 'accept' }, rules: noEndpointRules },
@@ -280,6 +301,7 @@ function planBase(ctx: Ctx): BaseObjects {
     {
       name: CHAINS.masquerading,
       rules: [
+        rule([{ kind: 'lookup', left: hairpinKey, set: SETS.hairpin }, JUMP_MASQ]),
         rule([{ kind: 'mark-test', mask: MASQUERADE_MARK, op: '==', value: 0 }, verdict({ kind: 'return' })]),
         rule([{ kind: 'mark-xor', value: MASQUERADE_MARK }]),
         rule([{ kind: 'masquerade', fullyRandom: true }]),
@@ -337,6 +359,37 @@ export function planService(sp: ProxyServicePort, node: ProxyNodeConfig): Servic
   return planServiceIn(sp, context(node));
 }
 
+/**
+ * `numgen random mod NUMGEN_MOD` split into n near-equal ranges, in order: range i is
+ * [floor(i·M/n), floor((i+1)·M/n) - 1], so sizes differ by at most one value (an imbalance
+ * of at most 1/M). At most M ranges (n is capped at M).
+ */
+export function numgenSplit(n: number, mod = NUMGEN_MOD): [number, number][] {
+  const count = Math.min(n, mod);
+  const out: [number, number][] = [];
+  for (let i = 0; i < count; i++) out.push([Math.floor((i * mod) / count), Math.floor(((i + 1) * mod) / count) - 1]);
+  return out;
+}
+
+/** The elements of an endpoint map: range i of the split → endpoint i's address . port. */
+function endpointMapElements(eps: readonly ProxyEndpoint[]): NftElement[] {
+  const ranges = numgenSplit(eps.length);
+  return ranges.map(([lo, hi], i) => ({ key: [`${lo}-${hi}`], data: [nftAddr(eps[i]!.ip), String(eps[i]!.port)] }));
+}
+
+/** Endpoints once each (by ip/port), in order. */
+function uniqueEndpoints(eps: readonly ProxyEndpoint[]): ProxyEndpoint[] {
+  const seen = new Set<string>();
+  const out: ProxyEndpoint[] = [];
+  for (const e of eps) {
+    const id = epId(e);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push(e);
+  }
+  return out;
+}
+
 function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
   const proto = sp.protocol.toLowerCase();
   const suffix = `${sp.namespace}/${sp.name}/${proto}/${sp.portName || `p${sp.port}`}`;
@@ -348,55 +401,65 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
   const eTPLocal = sp.externalPolicyLocal && hasExternal;
   const iTPLocal = sp.internalPolicyLocal;
   // Cluster-policy endpoints (all usable ones) and local-policy endpoints.
-  const all = !iTPLocal ? sp.clusterEndpoints : !eTPLocal ? sp.externalEndpoints : usable(sp.endpoints, false);
-  const local = iTPLocal ? sp.clusterEndpoints : eTPLocal ? sp.externalEndpoints : [];
+  const all = uniqueEndpoints(!iTPLocal ? sp.clusterEndpoints : !eTPLocal ? sp.externalEndpoints : usable(sp.endpoints, false));
+  const local = uniqueEndpoints(iTPLocal ? sp.clusterEndpoints : eTPLocal ? sp.externalEndpoints : []);
   const hasEndpoints = sp.hasEndpoints && all.length > 0;
 
+  // The static shape: which chains exist depends on the Service, not on its endpoints.
   const serviceChain = `service-${h}-${suffix}`;
   const localChain = `local-${h}-${suffix}`;
   const externalChain = `external-${h}-${suffix}`;
-  const usesService = hasEndpoints && (!iTPLocal || hasExternal);
-  const usesLocal = local.length > 0 && (iTPLocal || eTPLocal);
-  const usesExternal = hasEndpoints && hasExternal;
-  const internalChain = iTPLocal ? (usesLocal ? localChain : undefined) : usesService ? serviceChain : undefined;
-
-  // Endpoint chains (and affinity sets) for every endpoint a dispatch chain uses.
-  const used = new Set<string>();
-  if (usesService) for (const e of all) used.add(epId(e));
-  if (usesLocal) for (const e of local) used.add(epId(e));
-  const names = new Map<string, EndpointNames>();
-  const epChains: NftChain[] = [];
-  const sets: NftSet[] = [];
+  const usesService = !iTPLocal || hasExternal;
+  const usesLocal = iTPLocal || eTPLocal;
+  const internalChain = iTPLocal ? localChain : serviceChain;
   const affinity = sp.affinityTimeoutSeconds !== undefined;
   const saddr = ctx.saddrExpr;
   const l4 = ctx.l4proto.get(proto) ?? match(L4PROTO, proto);
-  const seen = new Set<string>();
-  for (const e of sp.endpoints) {
-    const id = epId(e);
-    if (!used.has(id) || seen.has(id)) continue;
-    seen.add(id);
-    const ip = nftAddr(e.ip);
-    const tail = `${suffix}__${ip.replace(/:/g, '.')}/${e.port}`;
-    // The service port's hash: every object of one service port shares it (grep-able),
-    // and the readable tail (ip/port) keeps endpoint names unique.
-    const chain = `endpoint-${h}-${tail}`;
-    const set = affinity ? `affinity-${h}-${tail}` : undefined;
-    names.set(id, set ? { chain, goto: gotoChain(chain), set } : { chain, goto: gotoChain(chain) });
-    const rules: NftRule[] = [{ stmts: [match(saddr, ip), JUMP_MASQ] }];
-    if (set) {
-      sets.push({ name: set, key: [ctx.addrType], dynamic: true, timeoutSeconds: sp.affinityTimeoutSeconds!, size: AFFINITY_SET_SIZE });
-      rules.push(rule([{ kind: 'set-update', set, key: saddr }]));
-    }
-    rules.push({ stmts: [l4, { kind: 'dnat', addr: ip, port: e.port }] });
-    epChains.push({ name: chain, rules });
-  }
 
+  const sets: NftSet[] = [];
+  const setElements = new Map<string, NftElement[]>();
+  const epChains: NftChain[] = [];
   const masqOffCluster = (): NftRule[] => (ctx.clusterCIDR ? [rule([match(ctx.daddrExpr, clusterIP), match(saddr, ctx.clusterCIDR, '!='), JUMP_MASQ])] : []);
-
+  const head = (chain: string): NftRule[] => (internalChain === chain ? masqOffCluster() : []);
+  const noLocal = rule([DROP], 'no local endpoints');
   const chains: NftChain[] = [];
-  if (usesService) chains.push({ name: serviceChain, rules: [...(internalChain === serviceChain ? masqOffCluster() : []), ...dispatchRules(ctx, all, names)] });
-  if (usesLocal) chains.push({ name: localChain, rules: [...(internalChain === localChain ? masqOffCluster() : []), ...dispatchRules(ctx, local, names)] });
-  if (usesExternal) {
+
+  if (!affinity) {
+    // Endpoint choice is data: `dnat ... to numgen random mod 65536 map @endpoints-H`, whose
+    // elements split the numgen range over the endpoints. An endpoint change rewrites only
+    // those elements (no rule, no verdict, so no chain-graph validation at commit).
+    const mapOf = (name: string, eps: readonly ProxyEndpoint[]): NftStmt => {
+      sets.push({ name, key: ['integer'], data: [ctx.addrType, 'inet_service'], interval: true, numgenTypeof: { mod: NUMGEN_MOD, proto: proto as 'tcp' | 'udp' | 'sctp' } });
+      setElements.set(name, endpointMapElements(eps));
+      return { kind: 'dnat-map', key: { kind: 'numgen', mod: NUMGEN_MOD }, map: name };
+    };
+    if (usesService) chains.push({ name: serviceChain, rules: [...head(serviceChain), rule([l4, mapOf(`endpoints-${h}-${suffix}`, all)])] });
+    // A lookup miss (no local endpoint) falls through to the drop.
+    if (usesLocal) chains.push({ name: localChain, rules: [...head(localChain), rule([l4, mapOf(`local-endpoints-${h}-${suffix}`, local)]), noLocal] });
+  } else {
+    // ClientIP affinity: a dynamic set per endpoint remembers clients, so endpoints are chains
+    // (their changes are rule changes: validated at commit, like the v1 layout).
+    const used = new Map<string, ProxyEndpoint>();
+    if (usesService) for (const e of all) used.set(epId(e), e);
+    if (usesLocal) for (const e of local) used.set(epId(e), e);
+    const names = new Map<string, EndpointNames>();
+    for (const e of sp.endpoints) {
+      const id = epId(e);
+      if (!used.has(id) || names.has(id)) continue;
+      const ip = nftAddr(e.ip);
+      const tail = `${suffix}__${ip.replace(/:/g, '.')}/${e.port}`;
+      // The service port's hash: every object of one service port shares it (grep-able),
+      // and the readable tail (ip/port) keeps endpoint names unique.
+      const chain = `endpoint-${h}-${tail}`;
+      const set = `affinity-${h}-${tail}`;
+      names.set(id, { chain, goto: gotoChain(chain), set });
+      sets.push({ name: set, key: [ctx.addrType], dynamic: true, timeoutSeconds: sp.affinityTimeoutSeconds!, size: AFFINITY_SET_SIZE });
+      epChains.push({ name: chain, rules: [rule([{ kind: 'set-update', set, key: saddr }]), { stmts: [l4, { kind: 'dnat', addr: ip, port: e.port }] }] });
+    }
+    if (usesService) chains.push({ name: serviceChain, rules: [...head(serviceChain), ...(all.length ? dispatchRules(ctx, all, names) : [])] });
+    if (usesLocal) chains.push({ name: localChain, rules: [...head(localChain), ...(local.length ? dispatchRules(ctx, local, names) : [noLocal])] });
+  }
+  if (hasExternal) {
     const rules: NftRule[] = [];
     if (!eTPLocal) {
       rules.push(rule([JUMP_MASQ]), rule([gotoChain(serviceChain)]));
@@ -404,13 +467,13 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
       if (ctx.clusterCIDR) rules.push(rule([match(saddr, ctx.clusterCIDR), gotoChain(serviceChain)], 'short-circuit pod traffic'));
       rules.push(rule([FIB_SADDR_LOCAL, JUMP_MASQ], 'masquerade local traffic'));
       rules.push(rule([FIB_SADDR_LOCAL, gotoChain(serviceChain)], 'short-circuit local traffic'));
-      rules.push(usesLocal ? rule([gotoChain(localChain)]) : rule([DROP], 'no local endpoints'));
+      rules.push(rule([gotoChain(localChain)]));
     }
     chains.push({ name: externalChain, rules });
   }
   chains.push(...epChains);
 
-  // Shared map elements (a key at most once per map).
+  // Shared map and set elements (a key at most once per map).
   const elements: MapElement[] = [];
   const taken = new Set<string>();
   const add = (map: string, element: NftElement): void => {
@@ -420,24 +483,27 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
     elements.push({ map, element });
   };
   const comment = commentOf(sp.key);
-  const toReject: NftVerdict = { kind: 'goto', chain: CHAINS.reject };
+  // The dispatch elements do not depend on endpoints: an endpoint change never touches them.
+  add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'goto', chain: internalChain } });
+  for (const ip of externalIPs) add(MAPS.serviceIPs, { key: [ip, proto, port], verdict: { kind: 'goto', chain: externalChain } });
+  if (sp.nodePort > 0) add(MAPS.serviceNodePorts, { key: [proto, String(sp.nodePort)], verdict: { kind: 'goto', chain: externalChain } });
   if (!hasEndpoints) {
-    add(MAPS.noEndpointServices, { key: [clusterIP, proto, port], verdict: toReject, comment });
-    for (const ip of externalIPs) add(MAPS.noEndpointServices, { key: [ip, proto, port], verdict: toReject, comment });
-    if (sp.nodePort > 0) add(MAPS.noEndpointNodePorts, { key: [proto, String(sp.nodePort)], verdict: toReject, comment });
-  } else {
-    if (internalChain) add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'goto', chain: internalChain } });
-    else add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'drop' }, comment });
-    for (const ip of externalIPs) add(MAPS.serviceIPs, { key: [ip, proto, port], verdict: { kind: 'goto', chain: externalChain } });
-    if (sp.nodePort > 0) add(MAPS.serviceNodePorts, { key: [proto, String(sp.nodePort)], verdict: { kind: 'goto', chain: externalChain } });
+    add(SETS.noEndpointServices, { key: [clusterIP, proto, port], comment });
+    for (const ip of externalIPs) add(SETS.noEndpointServices, { key: [ip, proto, port], comment });
+    if (sp.nodePort > 0) add(SETS.noEndpointNodePorts, { key: [proto, String(sp.nodePort)], comment });
   }
-  return { key: sp.key, port: sp, chains, sets, elements };
+  // Hairpin: every endpoint the port dispatches to (endpoint . port . endpoint).
+  for (const e of [...(usesService ? all : []), ...(usesLocal ? local : [])]) {
+    const ip = nftAddr(e.ip);
+    add(SETS.hairpin, { key: [ip, String(e.port), ip] });
+  }
+  return { key: sp.key, port: sp, chains, sets, setElements, elements };
 }
 
 // ---------------------------------------------------------------- planTable
 
 function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
-  return JSON.stringify([a.chains, a.sets, a.elements]) === JSON.stringify([b.chains, b.sets, b.elements]);
+  return JSON.stringify([a.chains, a.sets, [...a.setElements], a.elements]) === JSON.stringify([b.chains, b.sets, [...b.setElements], b.elements]);
 }
 
 function insertSorted(list: readonly string[], k: string): readonly string[] {
@@ -516,7 +582,7 @@ export interface PlanTransactionOptions {
 export function sameSetDef(a: NftSet, b: NftSet): boolean {
   return (
     a.key.join('.') === b.key.join('.') &&
-    (a.data ?? '') === (b.data ?? '') &&
+    String(a.data ?? '') === String(b.data ?? '') &&
     !!a.interval === !!b.interval &&
     !!a.dynamic === !!b.dynamic &&
     (a.timeoutSeconds ?? 0) === (b.timeoutSeconds ?? 0) &&
@@ -527,7 +593,7 @@ export function sameSetDef(a: NftSet, b: NftSet): boolean {
 const sameRules = (a: readonly NftRule[], b: readonly NftRule[]): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
 const sameElement = (a: NftElement, b: NftElement): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
 const chainHead = (c: NftChain): Omit<NftChain, 'rules'> => ({ name: c.name, ...(c.base ? { base: c.base } : {}), ...(c.comment !== undefined ? { comment: c.comment } : {}) });
-const MAP_ORDER = [MAPS.serviceIPs, MAPS.serviceNodePorts, MAPS.noEndpointServices, MAPS.noEndpointNodePorts] as string[];
+const MAP_ORDER = [MAPS.serviceIPs, MAPS.serviceNodePorts, SETS.noEndpointServices, SETS.noEndpointNodePorts, SETS.hairpin] as string[];
 
 function pushElements(ops: NftOp[], set: string, elements: readonly NftElement[]): void {
   for (let i = 0; i < elements.length; i += ELEMENT_CHUNK) ops.push({ op: 'add-elements', set, elements: elements.slice(i, i + ELEMENT_CHUNK) });
@@ -612,6 +678,9 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   const addSets: NftSet[] = [];
   const addChains: NftChain[] = [];
   const ruleChains: NftChain[] = [];
+  /** Own static sets (endpoint maps) whose elements are rewritten: flushed (when they existed) and refilled. */
+  const flushSets: string[] = [];
+  const fillSets: [string, readonly NftElement[]][] = [];
   const affected = new Set<string>();
   for (const k of [...changed].sort()) {
     const p = prev.perService.get(k);
@@ -620,16 +689,29 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
     const pSets = new Map((p?.sets ?? []).map((s) => [s.name, s]));
     const nSets = new Map((n?.sets ?? []).map((s) => [s.name, s]));
     let setRecreated = false;
+    const fill = (s: NftSet): void => {
+      const els = n!.setElements.get(s.name);
+      if (!s.dynamic && els?.length) fillSets.push([s.name, els]);
+    };
     for (const s of p?.sets ?? []) {
       const ns = nSets.get(s.name);
       if (!ns) delSets.push(s.name);
       else if (!sameSetDef(s, ns)) {
         delSets.push(s.name);
         addSets.push(ns);
+        fill(ns);
         setRecreated = true;
+      } else if (!ns.dynamic && JSON.stringify(p!.setElements.get(s.name) ?? []) !== JSON.stringify(n!.setElements.get(s.name) ?? [])) {
+        // Element-only: no rule refers to an element, so this needs no validation at commit.
+        if (p!.setElements.get(s.name)?.length) flushSets.push(s.name);
+        fill(ns);
       }
     }
-    for (const s of n?.sets ?? []) if (!pSets.has(s.name)) addSets.push(s);
+    for (const s of n?.sets ?? []) {
+      if (pSets.has(s.name)) continue;
+      addSets.push(s);
+      fill(s);
+    }
     const pChains = new Map((p?.chains ?? []).map((c) => [c.name, c]));
     const nChains = new Map((n?.chains ?? []).map((c) => [c.name, c]));
     for (const c of p?.chains ?? []) {
@@ -676,6 +758,8 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   for (const s of addSets) ops.push({ op: 'add-set', set: s });
   for (const c of addChains) ops.push({ op: 'add-chain', chain: chainHead(c) });
   for (const c of ruleChains) for (const r of c.rules) ops.push({ op: 'add-rule', chain: c.name, rule: r });
+  for (const s of flushSets) ops.push({ op: 'flush-set', set: s });
+  for (const [s, els] of fillSets) pushElements(ops, s, els);
   for (const m of MAP_ORDER) {
     const els = addElements.get(m);
     if (els?.length) pushElements(ops, m, els);

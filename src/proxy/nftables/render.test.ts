@@ -214,3 +214,35 @@ delete table ip podnet
     expect(renderOp({ op: 'flush-set', set: 'm' }, { family: 'ip6', table: 't', isMap: () => true })).toBe('flush map ip6 t m');
   });
 });
+
+describe('endpoint maps (layout v2; nft -f accepted these lines in a scratch namespace)', () => {
+  const map: NftSet = { name: 'endpoints-X', key: ['integer'], data: ['ipv4_addr', 'inet_service'], interval: true, numgenTypeof: { mod: 65536, proto: 'udp' } };
+  const els: NftElement[] = [
+    { key: ['32768-65535'], data: ['10.244.2.5', '53'] },
+    { key: ['0-32767'], data: ['10.244.1.5', '53'] },
+  ];
+  it('listing: typeof, interval keys in order, concatenated data, `dnat ip to … map` (ip) and `dnat ip6 to` (ip6)', () => {
+    const t: NftTable = {
+      family: 'ip',
+      name: 'podnet',
+      sets: [map],
+      elements: new Map([[map.name, els]]),
+      chains: [{ name: 'svc', rules: [{ stmts: [{ kind: 'match', left: { kind: 'meta', key: 'l4proto' }, op: '==', value: 'udp' }, { kind: 'dnat-map', key: { kind: 'numgen', mod: 65536 }, map: map.name }] }] }],
+    };
+    expect(renderTable(t)).toBe(
+      'table ip podnet {\n\tmap endpoints-X {\n\t\ttypeof numgen random mod 65536 : ip daddr . udp dport\n\t\tflags interval\n\t\telements = { 0-32767 : 10.244.1.5 . 53, 32768-65535 : 10.244.2.5 . 53 }\n\t}\n\n\tchain svc {\n\t\tmeta l4proto udp dnat ip to numgen random mod 65536 map @endpoints-X\n\t}\n}\n',
+    );
+    expect(renderTable({ ...t, family: 'ip6', sets: [{ ...map, data: ['ipv6_addr', 'inet_service'] }], elements: new Map([[map.name, [{ key: ['0-65535'], data: ['fd00::5', '53'] }]]]) })).toContain(
+      '\t\ttypeof numgen random mod 65536 : ip6 daddr . udp dport\n\t\tflags interval\n\t\telements = { 0-65535 : fd00::5 . 53 }\n\t}\n\n\tchain svc {\n\t\tmeta l4proto udp dnat ip6 to numgen random mod 65536 map @endpoints-X\n',
+    );
+  });
+  it('nft -f input: `dnat ip addr . port to`, typeof in add map, data parts joined', () => {
+    const ctx = { family: 'ip' as const, table: 'podnet', isMap: (n: string) => n === map.name };
+    expect(renderOp({ op: 'add-set', set: map }, ctx)).toBe('add map ip podnet endpoints-X { typeof numgen random mod 65536 : ip daddr . udp dport; flags interval; }');
+    expect(renderOp({ op: 'flush-set', set: map.name }, ctx)).toBe('flush map ip podnet endpoints-X');
+    expect(renderOp({ op: 'add-elements', set: map.name, elements: els }, ctx)).toBe('add element ip podnet endpoints-X { 32768-65535 : 10.244.2.5 . 53, 0-32767 : 10.244.1.5 . 53 }');
+    expect(renderOp({ op: 'add-rule', chain: 'svc', rule: { stmts: [{ kind: 'match', left: { kind: 'meta', key: 'l4proto' }, op: '==', value: 'udp' }, { kind: 'dnat-map', key: { kind: 'numgen', mod: 65536 }, map: map.name }] } }, ctx)).toBe(
+      'add rule ip podnet svc meta l4proto udp dnat ip addr . port to numgen random mod 65536 map @endpoints-X',
+    );
+  });
+});

@@ -131,6 +131,8 @@ function renderValue(type: NftType, value: string): string {
       return String(Number(value));
     case 'mark':
       return hex32(Number(value));
+    case 'integer':
+      return String(Number(value));
   }
 }
 
@@ -153,7 +155,7 @@ export function renderVerdict(v: NftVerdict): string {
   }
 }
 
-function renderStmt(s: NftStmt, listing: boolean): string {
+function renderStmt(s: NftStmt, listing: boolean, family: NftFamily): string {
   switch (s.kind) {
     case 'match':
       return `${renderExpr(s.left)} ${s.op === '!=' ? '!= ' : ''}${renderMatchValue(s.left, s.value)}`;
@@ -175,6 +177,9 @@ function renderStmt(s: NftStmt, listing: boolean): string {
       const a = nftAddr(s.addr);
       return `dnat to ${a.includes(':') ? `[${a}]` : a}:${s.port}`;
     }
+    case 'dnat-map':
+      // nft 1.0.6 lists it without `addr . port` (and reads that back the same).
+      return `dnat ${family}${listing ? '' : ' addr . port'} to ${renderExpr(s.key)} map @${s.map}`;
     case 'masquerade':
       return s.fullyRandom ? 'masquerade fully-random' : 'masquerade';
     case 'reject':
@@ -191,11 +196,11 @@ const isL4ProtoTcp = (s: NftStmt | undefined): boolean =>
  * A rule's statements. `listing`: as nft lists them, which drops the `meta l4proto tcp`
  * that `reject with tcp reset` depends on; otherwise as `nft -f` input.
  */
-export function renderRule(r: NftRule, listing = true): string {
+export function renderRule(r: NftRule, listing = true, family: NftFamily = 'ip'): string {
   const parts: string[] = [];
   r.stmts.forEach((s, i) => {
     if (listing && isL4ProtoTcp(s) && r.stmts[i + 1]?.kind === 'reject' && (r.stmts[i + 1] as { with: string }).with === 'tcp-reset') return;
-    parts.push(renderStmt(s, listing));
+    parts.push(renderStmt(s, listing, family));
   });
   if (r.comment !== undefined) parts.push(`comment ${quote(r.comment)}`);
   return parts.join(' ');
@@ -254,6 +259,10 @@ function keyBytes(type: NftType, value: string): number[] {
       const p = Number(value);
       return [(p >> 8) & 0xff, p & 0xff, 0, 0];
     }
+    case 'integer': {
+      const v = Number(value.split('-')[0]) >>> 0;
+      return [v >>> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff];
+    }
     case 'mark': {
       // Host order (x86: little endian) in the register.
       const v = Number(value) >>> 0;
@@ -267,13 +276,16 @@ function keyNumber(type: NftType, value: string): bigint {
   switch (type) {
     case 'ipv4_addr':
     case 'ipv6_addr': {
-      const b = type === 'ipv4_addr' ? value.split('.').map(Number) : [...ipv6Bytes(value)];
+      // (an interval's start: "10.96.0.0/12", "10.0.0.1-10.0.0.9")
+      const start = value.split('/')[0]!.split('-')[0]!;
+      const b = type === 'ipv4_addr' ? start.split('.').map(Number) : [...ipv6Bytes(start)];
       return b.reduce((acc, x) => (acc << 8n) | BigInt(x), 0n);
     }
     case 'inet_proto':
       return BigInt(PROTO_NUMBERS[value.toLowerCase()] ?? Number(value));
     default:
-      return BigInt(Number(value) >>> 0);
+      // (an interval's start: "0-6553")
+      return BigInt(Number(value.split('-')[0]) >>> 0);
   }
 }
 
@@ -297,11 +309,26 @@ export function sortElements(set: NftSet, elements: readonly NftElement[]): NftE
   return withKey.map((x) => x.e);
 }
 
+/** A set's data types as a list (empty for sets and verdict maps). */
+const dataTypes = (d: NftSet['data']): NftType[] => (d === undefined || d === 'verdict' ? [] : Array.isArray(d) ? d : [d]);
+
+/** Concatenated data as its parts ("10.244.1.5 . 8080" or ["10.244.1.5", "8080"]). */
+export const dataParts = (d: string | string[]): string[] => (Array.isArray(d) ? d : d.split(' . '));
+
+function renderKeyPart(set: NftSet, type: NftType, v: string): string {
+  const dash = set.interval && !v.includes('/') ? v.indexOf('-', 1) : -1;
+  return dash > 0 ? `${renderValue(type, v.slice(0, dash))}-${renderValue(type, v.slice(dash + 1))}` : renderValue(type, v);
+}
+
 function renderElement(set: NftSet, e: NftElement): string {
-  let s = e.key.map((v, i) => renderValue(set.key[i] ?? 'ipv4_addr', v)).join(' . ');
+  let s = e.key.map((v, i) => renderKeyPart(set, set.key[i] ?? 'ipv4_addr', v)).join(' . ');
   if (e.comment !== undefined) s += ` comment ${quote(e.comment)}`;
   if (e.verdict) s += ` : ${renderVerdict(e.verdict)}`;
-  else if (e.data !== undefined && set.data && set.data !== 'verdict') s += ` : ${renderValue(set.data, e.data)}`;
+  else if (e.data !== undefined && set.data && set.data !== 'verdict') {
+    const types = dataTypes(set.data);
+    const parts = types.length > 1 ? dataParts(e.data) : [Array.isArray(e.data) ? e.data.join(' . ') : e.data];
+    s += ` : ${parts.map((v, i) => renderValue(types[i] ?? types[0]!, v)).join(' . ')}`;
+  }
   return s;
 }
 
@@ -314,6 +341,7 @@ function perLine(set: NftSet): number {
     case 'inet_proto':
     case 'inet_service':
     case 'mark':
+    case 'integer':
       return 5;
     default:
       return 1;
@@ -332,7 +360,14 @@ function renderElementList(set: NftSet, elements: readonly NftElement[]): string
 }
 
 function setType(s: NftSet): string {
-  return `${s.key.join(' . ')}${s.data ? ` : ${s.data}` : ''}`;
+  return `${s.key.join(' . ')}${s.data ? ` : ${dataTypes(s.data).join(' . ') || s.data}` : ''}`;
+}
+
+/** `type ...`, or for a numgen-keyed map the `typeof ...` nft shows. */
+function setTypeLine(s: NftSet, family: NftFamily): string {
+  const t = s.numgenTypeof;
+  if (!t) return `type ${setType(s)}`;
+  return `typeof numgen random mod ${t.mod} : ${family} daddr . ${t.proto} dport`;
 }
 
 function setFlags(s: NftSet): string[] {
@@ -343,8 +378,8 @@ function setFlags(s: NftSet): string[] {
   return f;
 }
 
-function renderSetBlock(s: NftSet, elements: readonly NftElement[] | undefined): string {
-  const lines = [`\t${s.data ? 'map' : 'set'} ${s.name} {`, `\t\ttype ${setType(s)}`];
+function renderSetBlock(s: NftSet, elements: readonly NftElement[] | undefined, family: NftFamily): string {
+  const lines = [`\t${s.data ? 'map' : 'set'} ${s.name} {`, `\t\t${setTypeLine(s, family)}`];
   if (s.size !== undefined) lines.push(`\t\tsize ${s.size}`);
   const flags = setFlags(s);
   if (flags.length) lines.push(`\t\tflags ${flags.join(',')}`);
@@ -355,18 +390,18 @@ function renderSetBlock(s: NftSet, elements: readonly NftElement[] | undefined):
   return lines.join('\n');
 }
 
-function renderChainBlock(c: NftChain): string {
+function renderChainBlock(c: NftChain, family: NftFamily): string {
   const lines = [`\tchain ${c.name} {`];
   if (c.comment !== undefined) lines.push(`\t\tcomment ${quote(c.comment)}`);
   if (c.base) lines.push(`\t\ttype ${c.base.type} hook ${c.base.hook} priority ${renderPriority(c.base.hook, c.base.priority)}; policy ${c.base.policy ?? 'accept'};`);
-  for (const r of c.rules) lines.push(`\t\t${renderRule(r)}`);
+  for (const r of c.rules) lines.push(`\t\t${renderRule(r, true, family)}`);
   lines.push('\t}');
   return lines.join('\n');
 }
 
 /** The table exactly as `nft list table <family> <name>` prints it (sets, then chains). */
 export function renderTable(t: NftTable): string {
-  const blocks = [...t.sets.map((s) => renderSetBlock(s, t.elements.get(s.name))), ...t.chains.map(renderChainBlock)];
+  const blocks = [...t.sets.map((s) => renderSetBlock(s, t.elements.get(s.name), t.family)), ...t.chains.map((c) => renderChainBlock(c, t.family))];
   return `table ${t.family} ${t.name} {\n${blocks.join('\n\n')}${blocks.length ? '\n' : ''}}\n`;
 }
 
@@ -379,8 +414,8 @@ export interface RenderOpContext {
   isMap?: (name: string) => boolean;
 }
 
-function setSpec(s: NftSet): string {
-  const parts = [`type ${setType(s)};`];
+function setSpec(s: NftSet, family: NftFamily): string {
+  const parts = [`${setTypeLine(s, family)};`];
   if (s.size !== undefined) parts.push(`size ${s.size};`);
   const flags = setFlags(s);
   if (flags.length) parts.push(`flags ${flags.join(',')};`);
@@ -401,7 +436,7 @@ function elementInput(e: NftElement): string {
   let s = e.key.map((v) => (isIP(v) ? nftAddr(v) : v)).join(' . ');
   if (e.comment !== undefined) s += ` comment ${quote(e.comment)}`;
   if (e.verdict) s += ` : ${renderVerdict(e.verdict)}`;
-  else if (e.data !== undefined) s += ` : ${e.data}`;
+  else if (e.data !== undefined) s += ` : ${dataParts(e.data).map((v) => (isIP(v) ? nftAddr(v) : v)).join(' . ')}`;
   return s;
 }
 
@@ -421,9 +456,9 @@ export function renderOp(op: NftOp, ctx: RenderOpContext): string {
     case 'delete-chain':
       return `delete chain ${t} ${op.chain}`;
     case 'add-rule':
-      return `add rule ${t} ${op.chain} ${renderRule(op.rule, false)}`;
+      return `add rule ${t} ${op.chain} ${renderRule(op.rule, false, ctx.family)}`;
     case 'add-set':
-      return `add ${op.set.data ? 'map' : 'set'} ${t} ${op.set.name} ${setSpec(op.set)}`;
+      return `add ${op.set.data ? 'map' : 'set'} ${t} ${op.set.name} ${setSpec(op.set, ctx.family)}`;
     case 'flush-set':
       return `flush ${kindOf(op.set)} ${t} ${op.set}`;
     case 'delete-set':

@@ -2,7 +2,8 @@
  * A strict in-memory nf_tables for tests: applies a transaction to a table the way the
  * kernel would judge it, and throws where the kernel would refuse (ENOENT for a missing
  * chain/set/element, EBUSY for deleting a chain or set something still refers to, EEXIST
- * for a map key added again with another verdict, a rule referring to a missing object).
+ * for a map key added again with another verdict or data, an interval overlapping another,
+ * a rule referring to a missing object).
  * Lets the tests check that a partial transaction takes the installed table exactly to
  * the planned one, with every op valid at its point in the batch.
  */
@@ -42,7 +43,7 @@ function refsOf(r: NftRule): { chains: string[]; sets: string[] } {
   for (const st of r.stmts) {
     if (st.kind === 'verdict' && (st.verdict.kind === 'jump' || st.verdict.kind === 'goto')) chains.push(st.verdict.chain);
     if (st.kind === 'lookup') sets.push(st.set, ...exprSets(st.left));
-    if (st.kind === 'vmap') sets.push(st.map);
+    if (st.kind === 'vmap' || st.kind === 'dnat-map') sets.push(st.map);
     if (st.kind === 'set-update') sets.push(st.set);
   }
   return { chains, sets };
@@ -120,10 +121,22 @@ export function simApply(s: SimTable, tx: NftTransaction): void {
         return;
       case 'add-elements': {
         const els = s.elements.get(op.set) ?? fail(`no set ${op.set}`);
+        const range = (k: string): [number, number] => {
+          const [a, b] = k.split('-');
+          return [Number(a), Number(b ?? a)];
+        };
         for (const e of op.elements) {
+          if (s.sets.get(op.set)?.interval && !els.has(ek(e.key))) {
+            const [lo, hi] = range(e.key[0]!);
+            for (const k of els.keys()) {
+              const [a, b] = range(k);
+              if (lo <= b && a <= hi) fail(`interval ${ek(e.key)} overlaps ${k} in ${op.set} (EEXIST)`);
+            }
+          }
           if (e.verdict && (e.verdict.kind === 'jump' || e.verdict.kind === 'goto') && !s.chains.has(e.verdict.chain)) fail(`element refers to missing chain ${e.verdict.chain}`);
           const have = els.get(ek(e.key));
           if (have && JSON.stringify(have.verdict) !== JSON.stringify(e.verdict)) fail(`element ${ek(e.key)} exists with another verdict (EEXIST)`);
+          if (have && JSON.stringify(have.data) !== JSON.stringify(e.data)) fail(`element ${ek(e.key)} exists with other data (EEXIST)`);
           els.set(ek(e.key), e);
         }
         return;
