@@ -99,7 +99,7 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
   scope.defer(async () => {
     await agent.kill('SIGKILL');
     // What the agent made on its node: sandboxes (pause processes), links, rules, state.
-    await execa('nsenter', ['--net=' + node.netns.path, '--', process.execPath, CLI, 'cleanup', '--node-name', node.name, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], { reject: false });
+    await execa('nsenter', ['--net=' + node.netns.path, '--', process.execPath, CLI, 'cleanup', '--node-name', node.name, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], { reject: false, timeout: 20_000 });
     for (const n of NetNS.list()) if (n.startsWith(netnsPrefix)) removeNetnsHard(n);
     rmSync(dir, { recursive: true, force: true });
   });
