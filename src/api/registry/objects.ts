@@ -29,8 +29,33 @@ export function generateName(base: string): string {
   return s;
 }
 
+/**
+ * A deep copy of JSON data (decoded bodies and stored values: trees of plain objects,
+ * arrays and primitives, no cycles, depth bounded by validation), by a plain walk —
+ * several times faster than structuredClone on objects of this size. Anything that is not
+ * a plain object or array (a Date, a Map, a class instance) is handed to structuredClone.
+ */
 export function clone<T>(v: T): T {
-  return structuredClone(v);
+  return copyValue(v) as T;
+}
+
+function copyValue(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) {
+    const out = new Array<unknown>(v.length);
+    for (let i = 0; i < v.length; i++) out[i] = copyValue(v[i]);
+    return out;
+  }
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if (proto !== Object.prototype && proto !== null) return structuredClone(v);
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(v)) {
+    const x = (v as Record<string, unknown>)[k];
+    // A `__proto__` key must stay an own property (assignment would set the prototype).
+    if (k === '__proto__') Object.defineProperty(out, k, { value: copyValue(x), enumerable: true, writable: true, configurable: true });
+    else out[k] = copyValue(x);
+  }
+  return out;
 }
 
 /**

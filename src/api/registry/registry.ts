@@ -521,7 +521,8 @@ export class Registry {
       throw errors.badRequest(`${info.kind} in version "${info.version}" cannot be handled as a ${info.kind}: ${typed.map((i) => `${i.field}: ${i.message}`).join('; ')}`, typed.map((i) => ({ reason: 'FieldValueInvalid', field: i.field, message: i.message })));
     }
     const warnings = mode === 'Warn' ? checked.unknown.map((f) => `unknown field "${f}"`) : [];
-    const obj = dropNulls(clone(checked.value)) as unknown as KubeObject;
+    // dropNulls builds a new tree (the value is JSON data): no copy needed before it.
+    const obj = dropNulls(checked.value) as unknown as KubeObject;
     obj.metadata ??= {};
     return { obj, warnings };
   }

@@ -1,19 +1,21 @@
 /**
- * The etcd v3 backend of the store contract (./types.ts), over the `etcd3` client's raw
- * gRPC services (KV, Watch). Revisions are etcd's own: `modRevision`/`createRevision` are
- * the key's mod_revision/create_revision and `currentRevision()` is the header revision of
- * a linearizable read, so a resourceVersion means the same thing to podnet and to
- * `etcdctl`. Every key is stored under an optional prefix, so several podnet clusters can
- * share one etcd.
+ * The etcd v3 backend of the store contract (./types.ts), over etcd's gRPC API (KV.Range,
+ * KV.Txn, KV.Compact, Watch) spoken by ./etcd/: a lean gRPC client on node:http2 and
+ * hand-written protobuf for exactly these messages. Revisions are etcd's own:
+ * `modRevision`/`createRevision` are the key's mod_revision/create_revision and
+ * `currentRevision()` is the header revision of a linearizable read, so a resourceVersion
+ * means the same thing to podnet and to `etcdctl`. Every key is stored under an optional
+ * prefix, so several podnet clusters can share one etcd.
  *
  * Failure model (the same split as etcd's Go client):
  * - Reads, and compactions, are retried on transient errors (no connection, no leader,
  *   timeouts) until `requestTimeoutMs` has passed, then fail with StoreError 'Unavailable'.
  * - Writes (create, update, delete) are retried only when the request cannot have been
- *   applied: no connection to the member, or the member reported it has no leader. Any
- *   other transient failure (a dropped connection, a deadline, "request timed out") fails
- *   at once with 'Unavailable', whose message says the outcome is unknown: the write may
- *   have been applied. Retrying a create then gives 'KeyExists' if the first one landed.
+ *   applied: no connection to the member, a stream the member refused, or the member
+ *   reported it has no leader. Any other transient failure (a dropped connection, a
+ *   deadline, "request timed out") fails at once with 'Unavailable', whose message says the
+ *   outcome is unknown: the write may have been applied. Retrying a create then gives
+ *   'KeyExists' if the first one landed.
  * - A watch survives the loss of its member: it reconnects (to any endpoint) and resumes
  *   after the last revision it delivered (or that etcd's progress notifications vouched
  *   for), so events are never repeated or skipped. It ends with 'Compacted' when the
@@ -25,13 +27,20 @@
  * watch streams it holds, so they move to a member that is part of the quorum.
  */
 import { channel } from 'node:diagnostics_channel';
-import { ClientClosedError, CompareResult, CompareTarget, Etcd3 } from 'etcd3';
-import type { ICompare, IDuplexStream, IKeyValue, IOptions, IRequestOp, ITxnResponse, IWatchCreateRequest, IWatchRequest, IWatchResponse } from 'etcd3';
 import { ErrorCodes, PodnetError } from '../../util/errors.js';
+import { EtcdClient } from './etcd/client.js';
+import type { WatchStream } from './etcd/client.js';
+import { GrpcClosedError, GrpcError } from './etcd/grpc.js';
+import { CompareResult, CompareTarget, EventType } from './etcd/proto.js';
+import type { Compare, KeyValue, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest, WatchResponse } from './etcd/proto.js';
 import { StoreError } from './types.js';
 import type { KV, ListOptions, ListResult, Store, StoreEvent, TxnOp, WatchHandle, WatchHandler } from './types.js';
 
-/** TLS material for `https://` endpoints, as PEM contents (not paths). */
+/**
+ * TLS material, as PEM contents (not paths). Given (even empty), every endpoint is reached
+ * over TLS, `host:port` and `http://` ones too; without it, `https://` endpoints use TLS
+ * with the system roots.
+ */
 export interface EtcdTlsOptions {
   /** CA bundle that signed the members' certificates. Default: the system roots. */
   ca?: string | Buffer;
@@ -96,35 +105,28 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 type Failure = 'compacted' | 'future' | 'notSent' | 'transient' | 'invalid' | 'other';
 
-const GRPC_CODE = /^(\d+) [A-Z_]+:/;
-
-function grpcCode(e: Error): number | undefined {
-  const c = (e as { code?: unknown }).code;
-  if (typeof c === 'number') return c;
-  const m = GRPC_CODE.exec(e.message);
-  return m ? Number(m[1]) : undefined;
-}
+/** gRPC codes after which a request may have reached the leader: CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE. */
+const TRANSIENT_CODES = new Set([1, 2, 4, 8, 10, 13, 14]);
 
 function classify(e: unknown): Failure {
   if (!(e instanceof Error)) return 'other';
   const msg = e.message;
   if (msg.includes('required revision has been compacted')) return 'compacted';
   if (msg.includes('required revision is a future revision')) return 'future';
-  // Refused before anything was proposed to raft.
+  // Refused before anything was proposed to raft: no connection, a refused stream, or etcd
+  // saying so.
   if (
-    msg.includes('No connection established') ||
-    msg.includes('ECONNREFUSED') ||
+    (e instanceof GrpcError && e.notSent) ||
     msg.includes('etcdserver: no leader') ||
     msg.includes('raft proposal dropped') ||
     msg.includes('etcdserver: too many requests')
   ) {
     return 'notSent';
   }
-  const code = grpcCode(e);
-  // CANCELLED, UNKNOWN (connection torn down), DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
-  // ABORTED, INTERNAL, UNAVAILABLE: the request may have reached the leader.
-  if (code !== undefined && [1, 2, 4, 8, 10, 13, 14].includes(code)) return 'transient';
+  const code = e instanceof GrpcError ? e.code : undefined;
+  if (code !== undefined && TRANSIENT_CODES.has(code)) return 'transient';
   if (msg.includes('etcdserver: request timed out') || msg.includes('etcdserver: leader changed')) return 'transient';
+  // INVALID_ARGUMENT, OUT_OF_RANGE.
   if (code === 3 || code === 11) return 'invalid';
   return 'other';
 }
@@ -148,43 +150,23 @@ function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]); // every key is >= prefix: no end ("\0" means "to the end")
 }
 
-function rev(s: string | undefined): number {
-  return s === undefined || s === '' ? 0 : Number(s);
-}
-
-/**
- * Pass-through fault-handling policy for the etcd3 client: its default is a global retry
- * (unsafe for compare-and-swap writes whose outcome is unknown) and a per-host circuit
- * breaker (a 5 s blackout of a restarted single member). The store does its own retries.
- */
-const passThrough = { execute: <T>(fn: (ctx: unknown) => T | Promise<T>): Promise<T> => Promise.resolve().then(() => fn({})) };
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-
-interface MetadataLike {
-  set(key: string, value: string): void;
-}
-interface InterceptingCallLike {
-  start(metadata: MetadataLike, listener: unknown): void;
-}
-
-/** gRPC interceptor adding `hasleader: true` (etcd's require-leader) to every call. */
-function requireLeader(options: unknown, nextCall: (options: unknown) => InterceptingCallLike): InterceptingCallLike {
-  const call = nextCall(options);
-  const start = call.start.bind(call);
-  call.start = (metadata, listener) => {
-    metadata.set('hasleader', 'true');
-    start(metadata, listener);
-  };
-  return call;
-}
-
 // ---- the store --------------------------------------------------------------------------
+
+const closedError = (cause?: unknown) => new StoreError('Closed', 'etcd store is closed', cause === undefined ? {} : { cause });
+
+/** `key` exists: create_revision(key) > 0. */
+const exists = (key: string): Compare => ({ key, result: CompareResult.Greater, target: CompareTarget.Create, createRevision: 0 });
+/** `key` does not exist: create_revision(key) == 0. */
+const absent = (key: string): Compare => ({ key, result: CompareResult.Equal, target: CompareTarget.Create, createRevision: 0 });
+/** mod_revision(key) == revision. */
+const modIs = (key: string, revision: number): Compare => ({ key, result: CompareResult.Equal, target: CompareTarget.Mod, modRevision: revision });
 
 export class EtcdStore implements Store {
   readonly backend = 'etcd';
   readonly prefix: string;
-  private readonly client: Etcd3;
-  private readonly keyPrefix: Buffer;
+  private readonly client: EtcdClient;
+  /** UTF-8 length of the prefix (stripped from returned keys). */
+  private readonly prefixBytes: number;
   private readonly requestTimeoutMs: number;
   private readonly watchRetryMs: number;
   private readonly watches = new Set<EtcdWatch>();
@@ -192,10 +174,10 @@ export class EtcdStore implements Store {
   private knownCompacted = 0;
   private closed = false;
 
-  private constructor(client: Etcd3, opts: EtcdStoreOptions) {
+  private constructor(client: EtcdClient, opts: EtcdStoreOptions) {
     this.client = client;
     this.prefix = opts.prefix ?? '';
-    this.keyPrefix = Buffer.from(this.prefix, 'utf8');
+    this.prefixBytes = Buffer.byteLength(this.prefix, 'utf8');
     this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     this.watchRetryMs = opts.watchRetryMs ?? DEFAULTS.watchRetryMs;
   }
@@ -206,38 +188,24 @@ export class EtcdStore implements Store {
    */
   static async open(opts: EtcdStoreOptions): Promise<EtcdStore> {
     if (opts.endpoints.length === 0) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'etcd store: no endpoints given');
-    const tls = opts.tls;
-    const faultHandling: FaultHandling = {
-      host: () => passThrough as unknown as ReturnType<NonNullable<FaultHandling['host']>>,
-      global: passThrough as unknown as NonNullable<FaultHandling['global']>,
-    };
-    const options: IOptions = {
-      hosts: opts.endpoints,
-      faultHandling,
-      grpcOptions: {
-        interceptors: [requireLeader],
-        // Lists of large objects and watch batches may exceed gRPC's 4 MiB default.
-        'grpc.max_receive_message_length': -1,
+    let client: EtcdClient;
+    try {
+      client = new EtcdClient({
+        endpoints: opts.endpoints,
+        ...(opts.tls ? { tls: opts.tls } : {}),
+        metadata: { hasleader: 'true' },
+        connectTimeoutMs: Math.min(opts.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs, DEFAULTS.dialTimeoutMs),
         // Notice a member that vanished without closing the connection (a partition).
         // etcd refuses pings more often than every 5 s, or without an active stream.
-        'grpc.keepalive_time_ms': 10_000,
-        'grpc.keepalive_timeout_ms': 5000,
-        'grpc.keepalive_permit_without_calls': 0,
-        ...(tls?.serverName ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {}),
-      },
-    };
-    if (tls?.ca) {
-      options.credentials = {
-        rootCertificate: Buffer.from(tls.ca),
-        ...(tls.key ? { privateKey: Buffer.from(tls.key) } : {}),
-        ...(tls.cert ? { certChain: Buffer.from(tls.cert) } : {}),
-      };
-    } else if (tls) {
-      options.hosts = opts.endpoints.map((e) => (/^https?:\/\//.test(e) ? e.replace(/^http:/, 'https:') : `https://${e}`));
+        keepaliveTimeMs: 10_000,
+        keepaliveTimeoutMs: 5000,
+      });
+    } catch (e) {
+      throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `etcd store: ${(e as Error).message}`, {}, { cause: e });
     }
-    const store = new EtcdStore(new Etcd3(options), opts);
+    const store = new EtcdStore(client, opts);
     try {
-      await store.retrying('open', 'read', opts.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs, (deadline) => store.client.kv.range({ key: store.probeKey(), count_only: true }, { deadline }));
+      await store.retrying('open', 'read', opts.dialTimeoutMs ?? DEFAULTS.dialTimeoutMs, (deadline) => store.client.range({ key: store.probeKey(), countOnly: true }, deadline));
     } catch (e) {
       await store.close();
       if (e instanceof StoreError) throw new StoreError('Unavailable', `etcd store: no member of ${opts.endpoints.join(', ')} answered: ${e.message}`, { cause: e });
@@ -248,13 +216,13 @@ export class EtcdStore implements Store {
 
   /** Equivalent to `etcdctl get --count-only` on a key the store never writes: its header revision. */
   async currentRevision(): Promise<number> {
-    const res = await this.retrying('currentRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.probeKey(), count_only: true }, { deadline }));
-    return rev(res.header.revision);
+    const res = await this.retrying('currentRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.range({ key: this.probeKey(), countOnly: true }, deadline));
+    return res.header.revision;
   }
 
   /** Equivalent to `etcdctl get KEY`. */
   async get(key: string): Promise<KV | undefined> {
-    const res = await this.retrying('get', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.k(key) }, { deadline }));
+    const res = await this.retrying('get', 'read', this.requestTimeoutMs, (deadline) => this.client.range({ key: this.k(key) }, deadline));
     const kv = res.kvs[0];
     return kv ? this.toKV(kv) : undefined;
   }
@@ -265,21 +233,21 @@ export class EtcdStore implements Store {
    * header revision), to pass back for the next page.
    */
   async list(prefix: string, opts: ListOptions = {}): Promise<ListResult> {
-    const full = this.k(prefix);
+    const full = this.kb(prefix);
     let start = rangeStart(full);
     if (opts.startAfter !== undefined) {
-      const after = Buffer.concat([this.k(opts.startAfter), Buffer.from([0])]);
+      const after = Buffer.concat([this.kb(opts.startAfter), Buffer.from([0])]);
       if (Buffer.compare(after, start) > 0) start = after;
     }
     const req = {
       key: start,
-      range_end: prefixEnd(full),
+      rangeEnd: prefixEnd(full),
       ...(opts.limit ? { limit: opts.limit } : {}),
       ...(opts.revision ? { revision: opts.revision } : {}),
     };
     let res;
     try {
-      res = await this.retrying('list', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range(req, { deadline }), opts.revision);
+      res = await this.retrying('list', 'read', this.requestTimeoutMs, (deadline) => this.client.range(req, deadline), opts.revision);
     } catch (e) {
       if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
       // Rare (a client paging or relisting from too old a resourceVersion): worth the few
@@ -287,26 +255,22 @@ export class EtcdStore implements Store {
       const compactedRevision = await this.compactedRevision().catch(() => e.compactedRevision);
       throw new StoreError('Compacted', `list: revision ${opts.revision} has been compacted (compacted revision ${compactedRevision})`, { cause: e.cause, ...(compactedRevision !== undefined ? { compactedRevision } : {}) });
     }
-    return { kvs: res.kvs.map((kv) => this.toKV(kv)), revision: opts.revision || rev(res.header.revision), more: res.more };
+    return { kvs: res.kvs.map((kv) => this.toKV(kv)), revision: opts.revision || res.header.revision, more: res.more };
   }
 
   /** Equivalent to `etcdctl get PREFIX --prefix --count-only`. */
   async count(prefix: string): Promise<number> {
-    const full = this.k(prefix);
-    const res = await this.retrying('count', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: rangeStart(full), range_end: prefixEnd(full), count_only: true }, { deadline }));
-    return Number(res.count);
+    const full = this.kb(prefix);
+    const res = await this.retrying('count', 'read', this.requestTimeoutMs, (deadline) => this.client.range({ key: rangeStart(full), rangeEnd: prefixEnd(full), countOnly: true }, deadline));
+    return res.count;
   }
 
   /** A transaction: `create_revision(KEY) == 0` → put. Fails with 'KeyExists'. */
   async create(key: string, value: string): Promise<KV> {
     const k = this.k(key);
-    const res = await this.txn('create', {
-      compare: [{ key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
-      success: [{ request_put: { key: k, value: Buffer.from(value, 'utf8') } }],
-      failure: [],
-    });
+    const res = await this.txn('create', { compare: [absent(k)], success: [{ put: { key: k, value } }], failure: [] });
     if (!res.succeeded) throw new StoreError('KeyExists', `${key} already exists`, { key });
-    const r = rev(res.header.revision);
+    const r = res.header.revision;
     return { key, value, createRevision: r, modRevision: r };
   }
 
@@ -317,17 +281,14 @@ export class EtcdStore implements Store {
   async update(key: string, value: string, expectedModRevision: number): Promise<KV> {
     const k = this.k(key);
     const res = await this.txn('update', {
-      compare: [
-        { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectedModRevision },
-        { key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 },
-      ],
-      success: [{ request_put: { key: k, value: Buffer.from(value, 'utf8'), prev_kv: true } }],
-      failure: [{ request_range: { key: k } }],
+      compare: [modIs(k, expectedModRevision), exists(k)],
+      success: [{ put: { key: k, value, prevKv: true } }],
+      failure: [{ range: { key: k } }],
     });
     if (!res.succeeded) throw this.preconditionFailed(key, res, expectedModRevision);
-    const prev = res.responses[0]?.response_put?.prev_kv;
-    const r = rev(res.header.revision);
-    return { key, value, createRevision: prev ? rev(prev.create_revision) : r, modRevision: r };
+    const prev = res.responses[0]?.put?.prevKv;
+    const r = res.header.revision;
+    return { key, value, createRevision: prev ? prev.createRevision : r, modRevision: r };
   }
 
   /**
@@ -337,20 +298,18 @@ export class EtcdStore implements Store {
    */
   async delete(key: string, expectedModRevision?: number): Promise<KV> {
     const k = this.k(key);
-    const compare: ICompare[] = [
-      { key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 },
-    ];
-    if (expectedModRevision !== undefined) compare.push({ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectedModRevision });
+    const compare = [exists(k)];
+    if (expectedModRevision !== undefined) compare.push(modIs(k, expectedModRevision));
     const res = await this.txn('delete', {
       compare,
-      success: [{ request_delete_range: { key: k, prev_kv: true } }],
-      failure: [{ request_range: { key: k } }],
+      success: [{ deleteRange: { key: k, prevKv: true } }],
+      failure: [{ range: { key: k } }],
     });
     if (!res.succeeded) throw this.preconditionFailed(key, res, expectedModRevision);
-    const prev = res.responses[0]?.response_delete_range?.prev_kvs[0];
+    const prev = res.responses[0]?.deleteRange?.prevKvs[0];
     // A concurrent delete between compare and delete cannot happen: a txn is atomic.
     if (!prev) throw new StoreError('NotFound', `${key} not found`, { key });
-    return { ...this.toKV(prev), key, modRevision: rev(res.header.revision) };
+    return { ...this.toKV(prev), key, modRevision: res.header.revision };
   }
 
   /**
@@ -360,55 +319,51 @@ export class EtcdStore implements Store {
    */
   async transaction(ops: TxnOp[]): Promise<KV[]> {
     if (!ops.length) return [];
-    if (new Set(ops.map((o) => o.key)).size !== ops.length) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a transaction may write each key only once', {});
-    const compare: ICompare[] = [];
-    const success: IRequestOp[] = [];
+    if (ops.length > 1 && new Set(ops.map((o) => o.key)).size !== ops.length) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, 'a transaction may write each key only once', {});
+    const compare: Compare[] = [];
+    const success: RequestOp[] = [];
+    const failure: RequestOp[] = [];
     for (const op of ops) {
       const k = this.k(op.key);
+      failure.push({ range: { key: k } });
       if (op.kind === 'create') {
-        compare.push({ key: k, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 });
-        success.push({ request_put: { key: k, value: Buffer.from(op.value, 'utf8') } });
+        compare.push(absent(k));
+        success.push({ put: { key: k, value: op.value } });
         continue;
       }
-      compare.push({ key: k, target: CompareTarget.Create, result: CompareResult.Greater, create_revision: 0 });
-      if (op.expectedModRevision !== undefined) compare.push({ key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: op.expectedModRevision });
-      success.push(
-        op.kind === 'update'
-          ? { request_put: { key: k, value: Buffer.from(op.value, 'utf8'), prev_kv: true } }
-          : op.kind === 'check'
-            ? { request_range: { key: k } }
-            : { request_delete_range: { key: k, prev_kv: true } },
-      );
+      compare.push(exists(k));
+      if (op.expectedModRevision !== undefined) compare.push(modIs(k, op.expectedModRevision));
+      success.push(op.kind === 'update' ? { put: { key: k, value: op.value, prevKv: true } } : op.kind === 'check' ? { range: { key: k } } : { deleteRange: { key: k, prevKv: true } });
     }
-    const res = await this.txn('transaction', { compare, success, failure: ops.map((op) => ({ request_range: { key: this.k(op.key) } })) });
+    const res = await this.txn('transaction', { compare, success, failure });
     if (!res.succeeded) {
       for (const [i, op] of ops.entries()) {
-        const cur = res.responses[i]?.response_range?.kvs[0];
+        const cur = res.responses[i]?.range?.kvs[0];
         if (op.kind === 'create') {
           if (cur) throw new StoreError('KeyExists', `${op.key} already exists`, { key: op.key });
           continue;
         }
         if (!cur) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
-        if (op.expectedModRevision !== undefined && rev(cur.mod_revision) !== op.expectedModRevision) {
-          throw new StoreError('Conflict', `${op.key} was modified: expected revision ${op.expectedModRevision}, stored ${rev(cur.mod_revision)}`, { key: op.key, current: { ...this.toKV(cur), key: op.key } });
+        if (op.expectedModRevision !== undefined && cur.modRevision !== op.expectedModRevision) {
+          throw new StoreError('Conflict', `${op.key} was modified: expected revision ${op.expectedModRevision}, stored ${cur.modRevision}`, { key: op.key, current: { ...this.toKV(cur), key: op.key } });
         }
       }
       throw new StoreError('Conflict', 'the transaction\'s preconditions changed while it ran; try again', {});
     }
-    const r = rev(res.header.revision);
+    const r = res.header.revision;
     return ops.map((op, i): KV => {
       const resp = res.responses[i];
       if (op.kind === 'create') return { key: op.key, value: op.value, createRevision: r, modRevision: r };
       if (op.kind === 'check') {
-        const cur = resp?.response_range?.kvs[0];
+        const cur = resp?.range?.kvs[0];
         if (!cur) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
         return { ...this.toKV(cur), key: op.key };
       }
       if (op.kind === 'update') {
-        const prev = resp?.response_put?.prev_kv;
-        return { key: op.key, value: op.value, createRevision: prev ? rev(prev.create_revision) : r, modRevision: r };
+        const prev = resp?.put?.prevKv;
+        return { key: op.key, value: op.value, createRevision: prev ? prev.createRevision : r, modRevision: r };
       }
-      const prev = resp?.response_delete_range?.prev_kvs[0];
+      const prev = resp?.deleteRange?.prevKvs[0];
       if (!prev) throw new StoreError('NotFound', `${op.key} not found`, { key: op.key });
       return { ...this.toKV(prev), key: op.key, modRevision: r };
     });
@@ -419,22 +374,22 @@ export class EtcdStore implements Store {
    * is re-established after failures, resuming after the last delivered revision.
    */
   watch(prefix: string, afterRevision: number, handler: WatchHandler): WatchHandle {
-    const full = this.k(prefix);
+    const full = this.kb(prefix);
     const w = new EtcdWatch({
       store: this,
       prefix,
-      request: { key: rangeStart(full), range_end: prefixEnd(full), prev_kv: true, progress_notify: true },
+      request: { key: rangeStart(full), rangeEnd: prefixEnd(full), prevKv: true, progressNotify: true },
       afterRevision,
       handler,
       retryMs: this.watchRetryMs,
       onEnd: () => this.watches.delete(w),
     });
     if (this.closed) {
-      queueMicrotask(() => w.fail(new StoreError('Closed', 'etcd store is closed')));
+      queueMicrotask(() => w.fail(closedError()));
       return w;
     }
     this.watches.add(w);
-    void w.connect();
+    w.connect();
     return w;
   }
 
@@ -448,7 +403,7 @@ export class EtcdStore implements Store {
   async compact(revision: number): Promise<void> {
     const once = async (r: number) => {
       try {
-        await this.retrying('compact', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.compact({ revision: r, physical: true }, { deadline }));
+        await this.retrying('compact', 'read', this.requestTimeoutMs, (deadline) => this.client.compact({ revision: r, physical: true }, deadline));
       } catch (e) {
         if (!(e instanceof StoreError && e.code === 'Compacted')) throw e;
       }
@@ -492,7 +447,7 @@ export class EtcdStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const w of [...this.watches]) w.fail(new StoreError('Closed', 'etcd store is closed'));
+    for (const w of [...this.watches]) w.fail(closedError());
     this.watches.clear();
     this.client.close();
   }
@@ -505,9 +460,8 @@ export class EtcdStore implements Store {
   }
 
   /** @internal Opens a raw watch stream on some member. */
-  openWatchStream(): Promise<IDuplexStream<IWatchRequest, IWatchResponse>> {
-    if (this.closed) return Promise.reject(new StoreError('Closed', 'etcd store is closed'));
-    return this.client.watchClient.watch();
+  openWatchStream(handlers: { onResponse(res: WatchResponse): void; onEnd(err: GrpcError | undefined): void }): WatchStream {
+    return this.client.watch(handlers);
   }
 
   /** @internal */
@@ -517,26 +471,32 @@ export class EtcdStore implements Store {
 
   /** @internal */
   unprefix(key: Buffer): string {
-    return key.subarray(this.keyPrefix.length).toString('utf8');
+    return key.toString('utf8', this.prefixBytes);
   }
 
   /** @internal */
-  toKV(kv: IKeyValue): KV {
-    return { key: this.unprefix(kv.key), value: kv.value.toString('utf8'), createRevision: rev(kv.create_revision), modRevision: rev(kv.mod_revision) };
+  toKV(kv: KeyValue): KV {
+    return { key: this.unprefix(kv.key), value: kv.value.toString('utf8'), createRevision: kv.createRevision, modRevision: kv.modRevision };
   }
 
-  private k(key: string): Buffer {
-    return this.keyPrefix.length ? Buffer.concat([this.keyPrefix, Buffer.from(key, 'utf8')]) : Buffer.from(key, 'utf8');
+  /** The stored key (the encoder writes strings as UTF-8). */
+  private k(key: string): string {
+    return this.prefix + key;
+  }
+
+  /** The stored key as bytes (for range ends, which are computed on bytes). */
+  private kb(key: string): Buffer {
+    return Buffer.from(this.prefix + key, 'utf8');
   }
 
   /** A key the store never writes (its keys have no NUL): cheap reads for the header revision. */
-  private probeKey(): Buffer {
-    return Buffer.concat([this.keyPrefix, Buffer.from('\0podnet-probe', 'utf8')]);
+  private probeKey(): string {
+    return `${this.prefix}\0podnet-probe`;
   }
 
   private async readableAt(revision: number): Promise<boolean> {
     try {
-      await this.retrying('compactedRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.kv.range({ key: this.probeKey(), count_only: true, revision }, { deadline }), revision);
+      await this.retrying('compactedRevision', 'read', this.requestTimeoutMs, (deadline) => this.client.range({ key: this.probeKey(), countOnly: true, revision }, deadline), revision);
       return true;
     } catch (e) {
       if (e instanceof StoreError && e.code === 'Compacted') return false;
@@ -544,12 +504,12 @@ export class EtcdStore implements Store {
     }
   }
 
-  private txn(op: string, req: { compare: ICompare[]; success: IRequestOp[]; failure: IRequestOp[] }): Promise<ITxnResponse> {
-    return this.retrying(op, 'write', this.requestTimeoutMs, (deadline) => this.client.kv.txn(req, { deadline }));
+  private txn(op: string, req: TxnRequest): Promise<TxnResponse> {
+    return this.retrying(op, 'write', this.requestTimeoutMs, (deadline) => this.client.txn(req, deadline));
   }
 
-  private preconditionFailed(key: string, res: ITxnResponse, expected: number | undefined): StoreError {
-    const cur = res.responses[0]?.response_range?.kvs[0];
+  private preconditionFailed(key: string, res: TxnResponse, expected: number | undefined): StoreError {
+    const cur = res.responses[0]?.range?.kvs[0];
     if (!cur) return new StoreError('NotFound', `${key} not found`, { key });
     const current = this.toKV(cur);
     return new StoreError('Conflict', `${key} was modified: expected revision ${expected}, stored ${current.modRevision}`, { key, current });
@@ -563,11 +523,11 @@ export class EtcdStore implements Store {
   private async retrying<T>(op: string, kind: 'read' | 'write', budgetMs: number, call: (deadline: number) => Promise<T>, atRevision?: number): Promise<T> {
     const deadline = Date.now() + budgetMs;
     for (let attempt = 0; ; attempt++) {
-      if (this.closed) throw new StoreError('Closed', 'etcd store is closed');
+      if (this.closed) throw closedError();
       try {
         return await call(deadline);
       } catch (e) {
-        if (this.closed || e instanceof ClientClosedError) throw new StoreError('Closed', 'etcd store is closed', { cause: e });
+        if (this.closed || e instanceof GrpcClosedError) throw closedError(e);
         const f = classify(e);
         const msg = e instanceof Error ? e.message : String(e);
         if (f === 'compacted') {
@@ -593,25 +553,10 @@ export class EtcdStore implements Store {
 
 // ---- watch ------------------------------------------------------------------------------
 
-/**
- * Ends a watch stream for good. Half-closing alone would leave the stream (and its
- * watchers) open on the member, which ends a stream only when the call is cancelled; and
- * cancelling a still-writable stream makes the etcd3 client count a failure against the
- * member and reset its connections. So: half-close, then cancel.
- */
-function closeStream(s: IDuplexStream<IWatchRequest, IWatchResponse>): void {
-  try {
-    s.end();
-    s.cancel();
-  } catch {
-    /* already closed */
-  }
-}
-
 interface EtcdWatchInit {
   store: EtcdStore;
   prefix: string;
-  request: IWatchCreateRequest;
+  request: WatchCreateRequest;
   afterRevision: number;
   handler: WatchHandler;
   retryMs: number;
@@ -622,12 +567,13 @@ interface EtcdWatchInit {
  * One store watch = one etcd watch stream. `last` is the revision up to which every event
  * has been delivered: every (re)connection asks for `last + 1`, and events at or below
  * `last` (a member replaying what another one already sent) are dropped, so delivery stays
- * exactly-once.
+ * exactly-once. Ending a watch cancels its stream (RST_STREAM), which makes etcd drop the
+ * stream's watchers.
  */
 class EtcdWatch implements WatchHandle {
   private readonly init: EtcdWatchInit;
   private last: number;
-  private stream: IDuplexStream<IWatchRequest, IWatchResponse> | undefined;
+  private stream: WatchStream | undefined;
   private ended = false;
   private attempt = 0;
   /** When the current run of failed (re)connections began. */
@@ -649,25 +595,19 @@ class EtcdWatch implements WatchHandle {
     this.init.handler.onError(err);
   }
 
-  async connect(): Promise<void> {
+  connect(): void {
     if (this.ended) return;
-    let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
-    try {
-      stream = await this.init.store.openWatchStream();
-    } catch (e) {
-      this.lost(e);
+    const store = this.init.store;
+    if (store.isClosed) {
+      this.fail(closedError());
       return;
     }
-    if (this.ended) {
-      stream.on('error', () => undefined);
-      closeStream(stream);
-      return;
-    }
+    const stream: WatchStream = store.openWatchStream({
+      onResponse: (res) => this.onResponse(stream, res),
+      onEnd: (err) => this.stream === stream && this.lost(err ?? new Error('watch stream ended')),
+    });
     this.stream = stream;
-    stream.on('data', (res) => this.onResponse(stream, res));
-    stream.on('error', (e) => this.stream === stream && this.lost(e));
-    stream.on('end', () => this.stream === stream && this.lost(new Error('watch stream ended')));
-    stream.write({ create_request: { ...this.init.request, start_revision: this.last + 1 } });
+    stream.send({ create: { ...this.init.request, startRevision: this.last + 1 } });
   }
 
   private end(): void {
@@ -675,13 +615,13 @@ class EtcdWatch implements WatchHandle {
     this.ended = true;
     const s = this.stream;
     this.stream = undefined;
-    if (s) closeStream(s);
+    s?.close();
     this.init.onEnd();
   }
 
-  private onResponse(stream: IDuplexStream<IWatchRequest, IWatchResponse>, res: IWatchResponse): void {
+  private onResponse(stream: WatchStream, res: WatchResponse): void {
     if (this.ended || stream !== this.stream) return;
-    const compacted = rev(res.compact_revision);
+    const compacted = res.compactRevision;
     if (compacted > 0) {
       this.init.store.noteCompacted(compacted);
       this.fail(new StoreError('Compacted', `watch ${this.init.prefix}: revision ${this.last + 1} has been compacted (compacted revision ${compacted})`, { compactedRevision: compacted }));
@@ -689,7 +629,7 @@ class EtcdWatch implements WatchHandle {
     }
     if (res.canceled) {
       // Not a compaction: the member dropped the watch (lost its leader...). Try again.
-      this.lost(new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
+      this.lost(new Error(`watch canceled by etcd: ${res.cancelReason || 'no reason given'}`));
       return;
     }
     if (res.created) {
@@ -701,16 +641,16 @@ class EtcdWatch implements WatchHandle {
       // only to a watcher that has been sent every event up to the header revision, so a
       // later resume may start after it: an idle watch survives compactions beyond its
       // last event instead of ending with 'Compacted' at its next reconnection.
-      if (!res.created) this.last = Math.max(this.last, rev(res.header.revision));
+      if (!res.created) this.last = Math.max(this.last, res.header.revision);
       return;
     }
     const events: StoreEvent[] = [];
     let last = this.last;
     for (const ev of res.events) {
-      const r = rev(ev.kv.mod_revision);
+      const r = ev.kv.modRevision;
       // Events of one revision always come in one response, so `> this.last` keeps them all.
       if (r <= this.last) continue;
-      events.push(this.toEvent(ev.type, ev.kv, ev.prev_kv));
+      events.push(this.toEvent(ev.type, ev.kv, ev.prevKv));
       if (r > last) last = r;
     }
     if (!events.length) return;
@@ -725,15 +665,15 @@ class EtcdWatch implements WatchHandle {
     }
   }
 
-  private toEvent(type: string, kv: IKeyValue, prev: IKeyValue | undefined): StoreEvent {
+  private toEvent(type: number, kv: KeyValue, prev: KeyValue | undefined): StoreEvent {
     const store = this.init.store;
     const key = store.unprefix(kv.key);
-    const revision = rev(kv.mod_revision);
+    const revision = kv.modRevision;
     const prevValue = prev ? prev.value.toString('utf8') : undefined;
-    if (String(type).toUpperCase() === 'DELETE') {
-      return { type: 'delete', key, value: prevValue ?? '', ...(prevValue !== undefined ? { prevValue } : {}), revision, createRevision: prev ? rev(prev.create_revision) : 0 };
+    if (type === EventType.Delete) {
+      return { type: 'delete', key, value: prevValue ?? '', ...(prevValue !== undefined ? { prevValue } : {}), revision, createRevision: prev ? prev.createRevision : 0 };
     }
-    const createRevision = rev(kv.create_revision);
+    const createRevision = kv.createRevision;
     const value = kv.value.toString('utf8');
     if (createRevision === revision) return { type: 'create', key, value, revision, createRevision };
     return { type: 'update', key, value, ...(prevValue !== undefined ? { prevValue } : {}), revision, createRevision };
@@ -744,10 +684,10 @@ class EtcdWatch implements WatchHandle {
     if (this.ended) return;
     const s = this.stream;
     this.stream = undefined;
-    if (s) closeStream(s);
+    s?.close();
     const store = this.init.store;
     if (store.isClosed) {
-      this.fail(new StoreError('Closed', 'etcd store is closed'));
+      this.fail(closedError());
       return;
     }
     const msg = e instanceof Error ? e.message : String(e);
@@ -760,6 +700,6 @@ class EtcdWatch implements WatchHandle {
     }
     const attempt = this.attempt++;
     if (etcdDiagnostics.watchReconnect.hasSubscribers) etcdDiagnostics.watchReconnect.publish({ prefix: this.init.prefix, afterRevision: this.last, attempt, error: msg });
-    setTimeout(() => void this.connect(), backoffMs(attempt));
+    setTimeout(() => this.connect(), backoffMs(attempt));
   }
 }
