@@ -74,33 +74,48 @@ export async function ipsetMembers(name: string, opts: IpsetExecOptions = {}): P
     .map((l) => l.slice(prefix.length).trim());
 }
 
+/** The temporary set ipsetReplace fills before the swap. */
+export function tmpSetName(name: string): string {
+  return `${name.slice(0, 27)}-TMP`;
+}
+
 /**
- * Replaces the set's members with exactly `members`, atomically for packets: a temporary
- * set `<name>-TMP` is created and filled, then swapped with the live one (or renamed to it
- * when there is none yet), then destroyed. Also resizes (hashsize / maxelem come from spec).
+ * Replaces each set's members with exactly `members`, atomically for packets, in one
+ * `ipset restore`: a temporary set `<name>-TMP` is created and filled, then swapped with
+ * the live one (or renamed to it when there is none yet), then destroyed. Also resizes
+ * (hashsize / maxelem come from the spec).
  */
-export async function ipsetReplace(spec: IpsetSpec, members: readonly string[], what: string, opts: IpsetExecOptions = {}): Promise<void> {
-  checkName(spec.name);
-  const tmp = `${spec.name.slice(0, 27)}-TMP`;
-  checkName(tmp);
-  const live = (await ipsetNames(opts)).includes(spec.name);
-  const lines = [`destroy ${tmp}`, createLine(spec, tmp)];
-  for (const m of members) lines.push(`add ${tmp} ${m}`);
-  lines.push(live ? `swap ${tmp} ${spec.name}` : `rename ${tmp} ${spec.name}`);
-  if (live) lines.push(`destroy ${tmp}`);
+export async function ipsetReplace(sets: readonly { spec: IpsetSpec; members: readonly string[] }[], what: string, opts: IpsetExecOptions = {}): Promise<void> {
+  if (!sets.length) return;
+  for (const { spec } of sets) {
+    checkName(spec.name);
+    checkName(tmpSetName(spec.name));
+  }
+  const existing = new Set(await ipsetNames(opts));
+  const lines: string[] = [];
+  for (const { spec, members } of sets) {
+    const tmp = tmpSetName(spec.name);
+    const live = existing.has(spec.name);
+    lines.push(`destroy ${tmp}`, createLine(spec, tmp));
+    for (const m of members) lines.push(`add ${tmp} ${m}`);
+    lines.push(live ? `swap ${tmp} ${spec.name}` : `rename ${tmp} ${spec.name}`);
+    if (live) lines.push(`destroy ${tmp}`);
+  }
   await ipsetRestore(lines.join('\n') + '\n', what, opts);
 }
 
 /**
- * Adds and deletes members of an existing set (a missing set is an error: create it with
- * ipsetReplace). Deleting a missing member or adding a present one is fine.
+ * Adds and deletes members of existing sets in one `ipset restore` (a missing set is an
+ * error: create it with ipsetReplace). Deleting a missing member or adding a present one is fine.
  */
-export async function ipsetUpdate(name: string, add: readonly string[], del: readonly string[], what: string, opts: IpsetExecOptions = {}): Promise<void> {
-  checkName(name);
-  if (!add.length && !del.length) return;
+export async function ipsetUpdate(changes: readonly { name: string; add?: readonly string[]; del?: readonly string[] }[], what: string, opts: IpsetExecOptions = {}): Promise<void> {
   const lines: string[] = [];
-  for (const m of add) lines.push(`add ${name} ${m}`);
-  for (const m of del) lines.push(`del ${name} ${m}`);
+  for (const c of changes) {
+    checkName(c.name);
+    for (const m of c.add ?? []) lines.push(`add ${c.name} ${m}`);
+    for (const m of c.del ?? []) lines.push(`del ${c.name} ${m}`);
+  }
+  if (!lines.length) return;
   await ipsetRestore(lines.join('\n') + '\n', what, opts);
 }
 

@@ -83,7 +83,8 @@ function explain(stderr: string): string {
 export async function iptablesRestore(family: IptablesFamily, input: string, what: string, opts: IptablesExecOptions = {}): Promise<void> {
   const name = tool(family, 'iptables-restore');
   const [file, args] = command(name, ['--noflush', '-w'], opts.netns);
-  const r = await execa(file, args, { input, reject: false, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, stripFinalNewline: true });
+  // stdout is discarded: a large input starts with `-S` (see src/proxy/iptables/plan.ts render()).
+  const r = await execa(file, args, { input, reject: false, stdout: 'ignore', timeout: opts.timeoutMs ?? 120_000 });
   if (r.exitCode === 0) return;
   const stderr = String(r.stderr ?? '').trim();
   const at = failedLine(stderr);
@@ -125,14 +126,39 @@ export async function ruleExists(family: IptablesFamily, rule: IptablesRule, opt
 }
 
 /**
+ * The rules of one chain as `iptables -S` prints them (`-A CHAIN …`); [] when the chain
+ * does not exist. Equivalent to `iptables -t T -S CHAIN`. Much cheaper than `-C` with a
+ * jump on a large table (16 ms against ~250 ms at 110,000 chains: `-C` resolves the target).
+ */
+export async function listChain(family: IptablesFamily, table: IptablesTable, chain: string, opts: IptablesExecOptions = {}): Promise<string[]> {
+  const { name, r } = await iptables(family, ['-t', table, '-S', chain], opts);
+  if (r.exitCode !== 0) {
+    if (/No chain|does not exist/i.test(String(r.stderr))) return [];
+    throw new PodnetError(ErrorCodes.EXEC, `${name} -t ${table} -S ${chain} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { tool: name, family, table, chain, netns: netnsPath(opts.netns) });
+  }
+  return String(r.stdout)
+    .split('\n')
+    .filter((l) => l.startsWith('-A '));
+}
+
+/** `-A CHAIN args` as iptables prints it (arguments with white space double-quoted), compared without quotes. */
+function ruleLine(rule: IptablesRule): string {
+  return norm(`-A ${rule.chain} ${rule.args.map((a) => (/\s/.test(a) ? `"${a}"` : a)).join(' ')}`);
+}
+const norm = (l: string) => l.replace(/"/g, '').replace(/\s+/g, ' ').trim();
+
+/**
  * Makes sure each rule is in its chain, inserting missing ones at the top (idempotent).
- * Equivalent to `iptables -t T -C CHAIN ARGS || iptables -t T -I CHAIN 1 ARGS` per rule.
- * Returns how many were inserted.
+ * Equivalent to `iptables -t T -C CHAIN ARGS || iptables -t T -I CHAIN 1 ARGS` per rule,
+ * but checks by listing each chain once (`-S CHAIN`, in parallel). Returns how many were inserted.
  */
 export async function ensureJumps(family: IptablesFamily, rules: readonly IptablesRule[], opts: IptablesExecOptions = {}): Promise<number> {
+  const chains = [...new Map(rules.map((r) => [`${r.table} ${r.chain}`, r] as const)).values()];
+  const listed = await Promise.all(chains.map(async (r) => [`${r.table} ${r.chain}`, new Set((await listChain(family, r.table, r.chain, opts)).map(norm))] as const));
+  const have = new Map(listed);
   let inserted = 0;
   for (const rule of rules) {
-    if (await ruleExists(family, rule, opts)) continue;
+    if (have.get(`${rule.table} ${rule.chain}`)?.has(ruleLine(rule))) continue;
     const { name, r } = await iptables(family, ['-t', rule.table, '-I', rule.chain, '1', ...rule.args], opts);
     if (r.exitCode !== 0) {
       throw new PodnetError(ErrorCodes.EXEC, `${name} -t ${rule.table} -I ${rule.chain} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { tool: name, family, table: rule.table, chain: rule.chain, rule: rule.args.join(' '), netns: netnsPath(opts.netns) });

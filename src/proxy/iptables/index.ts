@@ -1,24 +1,26 @@
 /**
  * The iptables proxy mode: plans with plan.ts (pure) and applies with the kernel executors
- * (iptables-restore --noflush, ipset, iptables -C/-I for the jumps), per IP family.
+ * (iptables-restore --noflush, ipset, iptables -S/-I for the jumps), per IP family.
  *
  * - The first sync is full and also removes what an earlier run left: it reads
- *   `iptables-save -t nat` / `-t filter` once, and stale PODNET-* chains and stray jumps to
- *   them go in the same restore. (After a failed sync the next one is full and re-reads.)
+ *   `iptables-save -t nat` / `-t filter` once, creates our top chains if missing and hooks
+ *   them (while the table may still be small), and stale PODNET-* chains and stray jumps to
+ *   them go in the same restore. After a failed sync the next one is full and re-reads.
  * - Later syncs are partial when the proxier passes `changed`: only those ports' chains
  *   whose content differs are rewritten; dispatch chains only when their content changed.
- * - Every full sync ensures the one jump from each built-in chain (`-C`, then `-I`).
- * - Per sync and family the order is: ipset additions (or the whole set swapped in on a
- *   full sync), one restore of nat + filter, jumps, ipset deletions — so a VIP is in the
- *   set before its rules exist and leaves it only after they are gone.
- * - cleanup() removes exactly our chains, the jumps to them and our ipsets, in both families.
+ * - Periodic full syncs re-check the one jump from each built-in chain (`-S`, then `-I`).
+ * - Per sync and family the order is: ipset additions (or both sets swapped in on a full
+ *   sync), one restore of nat + filter, jumps, ipset deletions — so a VIP is in the set
+ *   before its rules exist and leaves it only after they are gone.
+ * - A family that stops being proxied is cleaned up once; cleanup() removes exactly our
+ *   chains, the jumps to them and our ipsets, in both families (idempotent).
  */
 import { ensureJumps, iptablesRestore, iptablesSave, type IptablesExecOptions } from '../../kernel/iptables.js';
-import { ipsetDestroy, ipsetReplace, ipsetUpdate } from '../../kernel/ipset.js';
+import { ipsetDestroy, ipsetReplace, ipsetUpdate, tmpSetName } from '../../kernel/ipset.js';
 import { formatError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { Family, ProxyMode, ProxySnapshot, SyncResult } from '../types.js';
-import { JUMPS, parseSaved, planIptables, serviceIPSetName, type IptablesPlan, type IptablesPlanState, type SavedTable } from './plan.js';
+import { JUMPS, cleanupInput, ipsetNames, parseSaved, planIptables, type IpsetPlan, type IptablesPlan, type IptablesPlanState, type SavedTable } from './plan.js';
 
 export interface IptablesModeOptions {
   /** Program this network namespace (a path such as /run/netns/x) instead of the current one. */
@@ -46,7 +48,11 @@ export interface IptablesMode extends ProxyMode {
 
 const FAMILIES: readonly Family[] = [4, 6];
 
-const lineCount = (s: string) => (s ? s.split('\n').length - 1 : 0);
+function lineCount(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('\n'); i !== -1; i = s.indexOf('\n', i + 1)) n++;
+  return n;
+}
 
 export function createIptablesMode(o: IptablesModeOptions): IptablesMode {
   const exec: IptablesExecOptions = o.netnsPath ? { netns: o.netnsPath } : {};
@@ -64,55 +70,67 @@ export function createIptablesMode(o: IptablesModeOptions): IptablesMode {
 
   async function syncFamily(snapshot: ProxySnapshot, changed: ReadonlySet<string> | undefined): Promise<IptablesSyncReport> {
     const family = snapshot.family;
+    const ms = { read: 0, plan: 0, ipset: 0, restore: 0, jumps: 0, total: 0 };
     const t0 = performance.now();
-    const fam = `IPv${family}`;
-    const existing = unknown.has(family) ? await readExisting(family) : undefined;
-    const t1 = performance.now();
-    const plan = planIptables({ snapshot, previous: states.get(family), changed, existing });
-    const t2 = performance.now();
-    const spec = { name: plan.ipset.name, type: 'hash:ip,port', family, hashsize: plan.ipset.hashsize, maxelem: plan.ipset.maxelem };
-    if (plan.ipset.replace) await ipsetReplace(spec, plan.ipset.replace, `replacing the service VIP set (${fam})`, exec);
-    else await ipsetUpdate(spec.name, plan.ipset.add, [], `adding service VIPs to the set (${fam})`, exec);
-    const t3 = performance.now();
+    const timed = async <T>(k: keyof typeof ms, fn: () => Promise<T> | T): Promise<T> => {
+      const t = performance.now();
+      try {
+        return await fn();
+      } finally {
+        ms[k] += Math.round((performance.now() - t) * 10) / 10;
+      }
+    };
+    const existing = unknown.has(family) ? await timed('read', () => readExisting(family)) : undefined;
+    const plan = await timed('plan', () => planIptables({ snapshot, previous: states.get(family), changed, existing }));
+    const spec = (i: IpsetPlan) => ({ name: i.name, type: 'hash:ip,port', family, hashsize: i.hashsize, maxelem: i.maxelem });
+    await timed('ipset', async () => {
+      await ipsetReplace(plan.ipsets.filter((i) => i.replace).map((i) => ({ spec: spec(i), members: i.replace! })), `replacing the proxy ipsets (IPv${family})`, exec);
+      await ipsetUpdate(plan.ipsets.filter((i) => !i.replace).map((i) => ({ name: i.name, add: i.add })), `adding to the proxy ipsets (IPv${family})`, exec);
+    });
+    if (existing) {
+      // Startup (or after a failure): hook our chains first, creating the missing ones empty,
+      // while the table may still be small (inserting a jump costs ~200 ms on a table of
+      // 400,000 rules). Existing chains are not declared here: that would flush them until
+      // the restore below refills them.
+      await timed('jumps', async () => {
+        const create = (['nat', 'filter'] as const)
+          .map((table) => {
+            const want = [...new Set(JUMPS.filter((j) => j.table === table).map((j) => j.args[j.args.length - 1]!))];
+            const missing = want.filter((c) => !existing[table].chains.includes(c));
+            return missing.length ? `*${table}\n${missing.map((c) => `:${c} - [0:0]\n`).join('')}COMMIT\n` : '';
+          })
+          .join('');
+        if (create) await iptablesRestore(family, create, `creating the iptables proxy chains (IPv${family})`, exec);
+        await ensureJumps(family, JUMPS, exec);
+      });
+    }
     const input = plan.nat + plan.filter;
-    if (input) await iptablesRestore(family, input, `installing iptables proxy rules (${fam})`, exec);
-    const t4 = performance.now();
-    if (plan.full) await ensureJumps(family, JUMPS, exec);
-    const t5 = performance.now();
-    await ipsetUpdate(spec.name, [], plan.ipset.del, `removing service VIPs from the set (${fam})`, exec);
-    const t6 = performance.now();
+    if (input) await timed('restore', () => iptablesRestore(family, input, `installing iptables proxy rules (IPv${family})`, exec));
+    // A periodic full sync repairs jumps someone removed (listing 4 chains, ~20 ms each).
+    if (plan.full && !existing) await timed('jumps', () => ensureJumps(family, JUMPS, exec));
+    await timed('ipset', () => ipsetUpdate(plan.ipsets.map((i) => ({ name: i.name, del: i.del })), `removing from the proxy ipsets (IPv${family})`, exec));
     states.set(family, plan.state);
     unknown.delete(family);
-    const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
+    ms.total = Math.round((performance.now() - t0) * 10) / 10;
     return {
       family,
       full: plan.full,
       stats: plan.stats,
       natLines: lineCount(plan.nat),
       filterLines: lineCount(plan.filter),
-      ipsetAdded: plan.ipset.replace ? plan.ipset.replace.length : plan.ipset.add.length,
-      ipsetDeleted: plan.ipset.del.length,
-      ms: { read: ms(t0, t1), plan: ms(t1, t2), ipset: ms(t2, t3) + ms(t5, t6), restore: ms(t3, t4), jumps: ms(t4, t5), total: ms(t0, t6) },
+      ipsetAdded: plan.ipsets.reduce((n, i) => n + (i.replace ? i.replace.length : i.add.length), 0),
+      ipsetDeleted: plan.ipsets.reduce((n, i) => n + i.del.length, 0),
+      ms,
     };
   }
 
   /** Removes our chains, the jumps into them and our sets in one family (idempotent). */
   async function cleanupFamily(family: Family): Promise<void> {
-    const parts: string[] = [];
-    for (const table of ['nat', 'filter'] as const) {
-      const saved = parseSaved(await iptablesSave(family, table, exec));
-      if (!saved.chains.length && !saved.jumps.length) continue;
-      parts.push(
-        `*${table}`,
-        ...saved.chains.map((c) => `:${c} - [0:0]`),
-        ...saved.jumps.map((j) => `-D${j.slice(2)}`),
-        ...saved.chains.map((c) => `-X ${c}`),
-        'COMMIT',
-      );
-    }
-    if (parts.length) await iptablesRestore(family, parts.join('\n') + '\n', `removing iptables proxy rules (IPv${family})`, exec);
-    const set = serviceIPSetName(family);
-    await ipsetDestroy([set, `${set.slice(0, 27)}-TMP`], `removing the service VIP set (IPv${family})`, exec);
+    const [nat, filter] = await Promise.all([iptablesSave(family, 'nat', exec), iptablesSave(family, 'filter', exec)]);
+    const input = cleanupInput({ nat: parseSaved(nat), filter: parseSaved(filter) });
+    if (input) await iptablesRestore(family, input, `removing iptables proxy rules (IPv${family})`, exec);
+    const sets = ipsetNames(family);
+    await ipsetDestroy([...sets, ...sets.map(tmpSetName)], `removing the proxy ipsets (IPv${family})`, exec);
   }
 
   return {

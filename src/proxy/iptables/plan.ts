@@ -1,14 +1,14 @@
 /**
  * The iptables planner (pure): from a ProxySnapshot of one family, the state the previous
  * plan left and the keys of the service ports that may have changed, the input of one
- * `iptables-restore --noflush` (nat and filter parts), the ipset changes for the VIP set,
- * and the new state. No kernel access: the mode (index.ts) applies what this returns.
- *
- * Layout (README.md draws it):
+ * `iptables-restore --noflush` (nat and filter parts), the changes of the two ipsets, and
+ * the new state. No kernel access: the mode (index.ts) applies what this returns. README.md
+ * draws the layout and gives the measurements behind it.
  *
  *   nat PREROUTING, OUTPUT ──> PODNET-SERVICES
- *        -m set ! --match-set PODNET-SERVICE-IPS-<f> dst,dst -j RETURN     (1 match for non-service traffic)
- *        -d 0.0.0.K/0.0.0.M -j PODNET-SERVICES-KK                          (bucket by the VIP's low bits)
+ *        -m set ! --match-set PODNET-SERVICE-IPS-<f> dst,dst -j RETURN   (1 match for non-service traffic)
+ *        ! -s <clusterCIDR> -m set --match-set PODNET-CLUSTER-IPS-<f> dst,dst -j PODNET-MARK-MASQ
+ *        -d 0.0.0.K/0.0.0.M -j PODNET-SERVICES-KK                        (bucket by the VIP's low bits)
  *        -d <nodeIP> -j PODNET-NODEPORTS
  *   PODNET-SERVICES-KK: -d VIP -p P --dport N -j PODNET-SVC-… | PODNET-SVL-… | PODNET-EXT-…
  *   PODNET-EXT-…  (NodePort, externalIPs, LB IPs): masquerade / eTP-Local short-circuits, then SVC or SVL
@@ -19,12 +19,12 @@
  *   filter INPUT, FORWARD, OUTPUT (ct state NEW) ──> PODNET-SERVICES: REJECT (no endpoints),
  *                 DROP (traffic policy Local with no local endpoint)
  *
- * Partial syncs: the state records every chain we own with a hash of its content; only the
+ * Partial plans: the state records every chain we own with a hash of its content; only the
  * chains of changed service ports whose content differs are declared (`:CHAIN - [0:0]`,
  * which flushes) and rewritten; chains no longer wanted are declared and `-X`ed after every
  * reference to them was rewritten. The dispatch chains (PODNET-SERVICES, its buckets,
- * PODNET-NODEPORTS, filter PODNET-SERVICES) are rebuilt in memory every sync from the rules
- * each port contributes and written only when their content changed.
+ * PODNET-NODEPORTS, filter PODNET-SERVICES) are rebuilt only where a changed port
+ * contributes, and written only when their content changed.
  */
 import { hash } from 'node:crypto';
 import { endpointHash, portHash } from '../names.js';
@@ -71,6 +71,26 @@ export function serviceIPSetName(family: Family): string {
   return `PODNET-SERVICE-IPS-${family}`;
 }
 
+/** The ipset of the (ClusterIP, protocol:port) pairs among them: masqueraded from outside the cluster CIDR. */
+export function clusterIPSetName(family: Family): string {
+  return `PODNET-CLUSTER-IPS-${family}`;
+}
+
+/** Every ipset of a family (cleanup). */
+export function ipsetNames(family: Family): string[] {
+  return [serviceIPSetName(family), clusterIPSetName(family)];
+}
+
+/**
+ * Above this many endpoints in a family, rules of PODNET-SVC/SVL/SEP chains carry no
+ * comment (kube-proxy's large-cluster mode, same threshold): a full load of 10,000 × 10
+ * spends ~0.7 s of kernel time on them. Entry rules (dispatch, EXT, NodePorts, filter) keep theirs.
+ */
+export const LARGE_CLUSTER_ENDPOINTS = 1000;
+
+/** Above this many chains in one table section, the restore starts with `-S` (see plan()). */
+export const LIST_FIRST_CHAINS = 2000;
+
 /** A rule in a built-in chain that hooks one of our chains (ensured with `-C` then `-I`). */
 export interface Jump {
   table: Table;
@@ -108,6 +128,8 @@ export interface PortPlan {
   readonly filter: readonly string[];
   /** Its members of the VIP ipset (`10.96.0.1,tcp:80`). */
   readonly setEntries: readonly string[];
+  /** Its member of the ClusterIP ipset, when the ClusterIP is dispatched. */
+  readonly clusterEntry: string | undefined;
 }
 
 export interface DispatchRule {
@@ -127,8 +149,10 @@ export interface IptablesPlanState {
   /** Chains not owned by a service port, per table -> content hash. */
   readonly nat: ReadonlyMap<string, string>;
   readonly filter: ReadonlyMap<string, string>;
-  /** Members of the VIP ipset. */
-  readonly setMembers: ReadonlySet<string>;
+  /** Members of each ipset, by name, with how many service ports contribute each. */
+  readonly sets: ReadonlyMap<string, ReadonlyMap<string, number>>;
+  /** Large-cluster mode (no comments on SVC/SVL/SEP rules) in force. */
+  readonly large: boolean;
 }
 
 /** Our chains and the rules jumping to them from chains not ours, as found by iptables-save. */
@@ -139,7 +163,7 @@ export interface SavedTable {
   jumps: readonly string[];
 }
 
-/** The VIP ipset change. Apply `add` (or `replace`) before the restore, `del` after it. */
+/** One ipset's change. Apply `add` (or `replace`) before the restore, `del` after it. */
 export interface IpsetPlan {
   name: string;
   family: Family;
@@ -159,7 +183,8 @@ export interface IptablesPlan {
   nat: string;
   /** Same for the filter table. */
   filter: string;
-  ipset: IpsetPlan;
+  /** The VIP set and the ClusterIP set. */
+  ipsets: IpsetPlan[];
   state: IptablesPlanState;
   stats: {
     portsWritten: number;
@@ -183,6 +208,8 @@ export interface PlanInput {
   existing?: { nat: SavedTable; filter: SavedTable } | undefined;
   /** Force a bucket count (log2); default: chosen from the number of dispatch rules. */
   bucketBits?: number;
+  /** Force large-cluster mode on or off; default: more than LARGE_CLUSTER_ENDPOINTS endpoints. */
+  large?: boolean;
 }
 
 // ---------------------------------------------------------------- formatting
@@ -218,7 +245,7 @@ export function probability(n: number): string {
 
 /** Comments carry `namespace/name:port` (DNS names); anything else is replaced, never quoted. */
 function comment(text: string): string {
-  return `-m comment --comment "${text.replace(/[^A-Za-z0-9./:_ >-]/g, '_')}"`;
+  return `-m comment --comment "${text.replace(/[^A-Za-z0-9./:_ >[\]-]/g, '_')}"`;
 }
 
 function hostMatch(family: Family, ip: string): string {
@@ -251,8 +278,8 @@ function bucketMatch(family: Family, k: number, bits: number): string {
   return family === 4 ? `-d 0.0.0.${k}/0.0.0.${m}` : `-d ::${k.toString(16)}/::${m.toString(16)}`;
 }
 
-function contentHash(lines: readonly string[]): string {
-  return hash('sha1', lines.join('\n'), 'base64');
+function contentHash(text: string): string {
+  return hash('sha1', text, 'base64');
 }
 
 /** Bucket count (log2) for n dispatch rules: about sqrt(n) buckets, none for small n. */
@@ -265,24 +292,28 @@ export function targetBucketBits(n: number): number {
 
 interface PortRules {
   plan: PortPlan;
-  /** chain -> its rules (full `-A CHAIN …` lines), in declaration order. */
-  lines: Map<string, string[]>;
+  /** chain -> its rules (full `-A CHAIN …` lines, joined by newlines), in declaration order. */
+  texts: Map<string, string>;
 }
 
 interface Ctx {
   family: Family;
   node: ProxyNodeConfig;
+  /** Large-cluster mode: no comments on SVC/SVL/SEP rules. */
+  large: boolean;
 }
 
 /** The chains and dispatch contributions of one service port. */
 export function portRules(sp: ProxyServicePort, ctx: Ctx): PortRules {
-  const { family, node } = ctx;
+  const { family, node, large } = ctx;
+  const lbComment = large ? () => '' : (t: string) => `${comment(t)} `;
   const key = sp.key;
-  const lines = new Map<string, string[]>();
+  const texts = new Map<string, string>();
   const dispatch: DispatchRule[] = [];
   const nodePorts: string[] = [];
   const filter: string[] = [];
   const setEntries: string[] = [];
+  let clusterEntry: string | undefined;
   const pr = protoName(sp.protocol);
   const hasExternal = sp.nodePort > 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
 
@@ -302,7 +333,8 @@ export function portRules(sp: ProxyServicePort, ctx: Ctx): PortRules {
   // Entry points.
   if (hasInternal) {
     dispatch.push({ low: lowByte(family, sp.clusterIP), rule: `${comment(`${key} cluster IP`)} -d ${hostMatch(family, sp.clusterIP)} ${l4(sp.protocol, sp.port)} -j ${internalChain}` });
-    setEntries.push(`${sp.clusterIP},${pr}:${sp.port}`);
+    clusterEntry = `${sp.clusterIP},${pr}:${sp.port}`;
+    setEntries.push(clusterEntry);
   }
   if (useExt) {
     for (const ip of sp.externalIPs) {
@@ -320,9 +352,12 @@ export function portRules(sp: ProxyServicePort, ctx: Ctx): PortRules {
   }
 
   // Filter: reject what has no endpoint at all, drop what has none for its traffic policy.
-  const internalTarget = !sp.hasEndpoints ? 'REJECT' : !hasInternal ? 'DROP' : undefined;
-  const externalTarget = !sp.hasEndpoints ? 'REJECT' : !hasExternalEps ? 'DROP' : undefined;
-  const why = (t: string) => comment(t === 'REJECT' ? `${key} has no endpoints` : `${key} has no local endpoints`);
+  // TCP gets a reset: an ICMPv6 error for a first SYN is ignored by Linux TCP, so with
+  // icmp6-port-unreachable an IPv6 client is refused only at the retransmit, 1 s later (measured).
+  const reject = sp.protocol === 'TCP' ? 'REJECT --reject-with tcp-reset' : 'REJECT';
+  const internalTarget = !sp.hasEndpoints ? reject : !hasInternal ? 'DROP' : undefined;
+  const externalTarget = !sp.hasEndpoints ? reject : !hasExternalEps ? 'DROP' : undefined;
+  const why = (t: string) => comment(t.startsWith('REJECT') ? `${key} has no endpoints` : `${key} has no local endpoints`);
   if (internalTarget) filter.push(`${why(internalTarget)} -d ${hostMatch(family, sp.clusterIP)} ${l4(sp.protocol, sp.port)} -j ${internalTarget}`);
   if (externalTarget && hasExternal) {
     for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs]) filter.push(`${why(externalTarget)} -d ${hostMatch(family, ip)} ${l4(sp.protocol, sp.port)} -j ${externalTarget}`);
@@ -346,7 +381,7 @@ export function portRules(sp: ProxyServicePort, ctx: Ctx): PortRules {
       l.push(`${a} ${comment(`route LOCAL traffic for ${key} external destinations`)} -m addrtype --src-type LOCAL -j ${svc}`);
       if (hasExternalEps) l.push(`${a} -j ${svl}`);
     }
-    lines.set(ext, l);
+    texts.set(ext, l.join('\n'));
   }
 
   // Load-balancing chains.
@@ -360,41 +395,42 @@ export function portRules(sp: ProxyServicePort, ctx: Ctx): PortRules {
     }
     return c;
   };
-  const cascade = (chain: string, eps: readonly ProxyEndpoint[], internal: boolean) => {
+  // (The ClusterIP's masquerade from outside the cluster CIDR is one rule in PODNET-SERVICES.)
+  const cascade = (chain: string, eps: readonly ProxyEndpoint[]) => {
     const l: string[] = [];
     const a = `-A ${chain}`;
-    if (internal && node.clusterCIDR) {
-      l.push(`${a} ${comment(`${key} cluster IP`)} ! -s ${node.clusterCIDR} -d ${hostMatch(family, sp.clusterIP)} ${l4(sp.protocol, sp.port)} -j ${MARK_MASQ_CHAIN}`);
-    }
-    const to = eps.map((ep) => comment(`${key} -> ${endpointAddr(family, ep.ip, ep.port)}`));
+    const to = eps.map((ep) => lbComment(`${key} -> ${endpointAddr(family, ep.ip, ep.port)}`));
     if (sp.affinityTimeoutSeconds !== undefined) {
-      eps.forEach((ep, i) => l.push(`${a} ${to[i]} -m recent --name ${sep(ep)} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap -j ${sep(ep)}`));
+      eps.forEach((ep, i) => l.push(`${a} ${to[i]}-m recent --name ${sep(ep)} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap -j ${sep(ep)}`));
     }
     const n = eps.length;
-    eps.forEach((ep, i) => l.push(i < n - 1 ? `${a} ${to[i]} -m statistic --mode random --probability ${probability(n - i)} -j ${sep(ep)}` : `${a} ${to[i]} -j ${sep(ep)}`));
-    lines.set(chain, l);
+    eps.forEach((ep, i) => l.push(i < n - 1 ? `${a} ${to[i]}-m statistic --mode random --probability ${probability(n - i)} -j ${sep(ep)}` : `${a} ${to[i]}-j ${sep(ep)}`));
+    texts.set(chain, l.join('\n'));
   };
   const seps = new Map<string, ProxyEndpoint>();
   if (needSvc) {
     const eps = allEps();
-    cascade(svc, eps, internalChain === svc);
+    cascade(svc, eps);
     for (const ep of eps) seps.set(`${ep.ip}/${ep.port}`, ep);
   }
   if (needSvl) {
     const eps = localEps();
-    cascade(svl, eps, internalChain === svl);
+    cascade(svl, eps);
     for (const ep of eps) seps.set(`${ep.ip}/${ep.port}`, ep);
   }
-  const recent = (c: string) => (sp.affinityTimeoutSeconds !== undefined ? ` -m recent --name ${c} --set` : '');
+  const recent = (c: string) => (sp.affinityTimeoutSeconds !== undefined ? `-m recent --name ${c} --set ` : '');
   for (const ep of [...seps.values()].sort((x, y) => (x.ip < y.ip ? -1 : x.ip > y.ip ? 1 : x.port - y.port))) {
     const c = sep(ep);
-    const cm = comment(key);
-    lines.set(c, [`-A ${c} ${cm} -s ${hostMatch(family, ep.ip)} -j ${MARK_MASQ_CHAIN}`, `-A ${c} ${cm}${recent(c)} -p ${pr} -m ${pr} -j DNAT --to-destination ${endpointAddr(family, ep.ip, ep.port)}`]);
+    const cm = lbComment(key);
+    texts.set(c, `-A ${c} ${cm}-s ${hostMatch(family, ep.ip)} -j ${MARK_MASQ_CHAIN}\n-A ${c} ${cm}${recent(c)}-p ${pr} -m ${pr} -j DNAT --to-destination ${endpointAddr(family, ep.ip, ep.port)}`);
   }
 
+  // An endpoint chain's content follows from its name (key, protocol, address, port are
+  // hashed into it) and two flags: no need to hash its text.
+  const sepSig = `sep:${large ? 1 : 0}${sp.affinityTimeoutSeconds !== undefined ? 1 : 0}`;
   const chains = new Map<string, string>();
-  for (const [c, l] of lines) chains.set(c, contentHash(l));
-  return { plan: { chains, dispatch, nodePorts, filter, setEntries }, lines };
+  for (const [c, text] of texts) chains.set(c, c.startsWith('PODNET-SEP-') ? sepSig : contentHash(text));
+  return { plan: { chains, dispatch, nodePorts, filter, setEntries, clusterEntry }, texts };
 }
 
 // ---------------------------------------------------------------- the whole table
@@ -412,6 +448,21 @@ export function parseSaved(text: string): SavedTable {
     }
   }
   return { chains, jumps };
+}
+
+/**
+ * The restore input that removes everything of ours a table holds (cleanup): every
+ * PODNET-* chain flushed, every jump into one from a chain not ours deleted, then the
+ * chains deleted. '' when there is nothing.
+ */
+export function cleanupInput(saved: { nat: SavedTable; filter: SavedTable }): string {
+  let out = '';
+  for (const table of ['nat', 'filter'] as const) {
+    const t = saved[table];
+    if (!t.chains.length && !t.jumps.length) continue;
+    out += render(table, { decl: t.chains.map((c) => `:${c} - [0:0]`), dels: t.jumps.map((j) => `-D${j.slice(2)}`), rules: [], deletes: t.chains.map((c) => `-X ${c}`) });
+  }
+  return out;
 }
 
 const normJump = (l: string) => l.replace(/"/g, '').replace(/\s+/g, ' ').trim();
@@ -435,10 +486,18 @@ interface Writer {
 
 const newWriter = (): Writer => ({ decl: [], rules: [], deletes: [], dels: [] });
 
+/**
+ * One table section. iptables 1.8.9 (nf_tables) with --noflush records every chain a
+ * command names in a sorted linked list (nft-cache.c cache_chain_list_insert), which is
+ * quadratic: 22,000 chains take 40 s, 110,000 do not finish. A command naming no chain
+ * switches that off (the cache then covers all chains), so large sections start with
+ * `-S` — it only lists the table as it was, to stdout, which the executor discards.
+ */
 function render(table: Table, w: Writer): string {
   if (!w.decl.length && !w.rules.length && !w.deletes.length && !w.dels.length) return '';
-  const out = [`*${table}`, ...w.decl, ...w.dels, ...w.rules, ...w.deletes, 'COMMIT', ''];
-  return out.join('\n');
+  let out = `*${table}\n${w.decl.length > LIST_FIRST_CHAINS ? '-S\n' : ''}`;
+  for (const part of [w.decl, w.dels, w.rules, w.deletes]) if (part.length) out += `${part.join('\n')}\n`;
+  return `${out}COMMIT\n`;
 }
 
 /**
@@ -454,8 +513,17 @@ export function planIptables(input: PlanInput): IptablesPlan {
   // Another node config (addresses, cluster CIDR) changes rules of every port: full, but the
   // previous state still says what to delete.
   const full = !prev || input.changed === undefined || prev.nodeKey !== nk;
-  const ctx: Ctx = { family, node };
+  let large: boolean;
+  if (input.large !== undefined) large = input.large;
+  else if (!full && prev) large = prev.large;
+  else {
+    let n = 0;
+    for (const sp of snapshot.services.values()) n += sp.endpoints.length;
+    large = n > LARGE_CLUSTER_ENDPOINTS;
+  }
+  const ctx: Ctx = { family, node, large };
   const setName = serviceIPSetName(family);
+  const clusterSetName = clusterIPSetName(family);
 
   const nat = newWriter();
   const filter = newWriter();
@@ -475,21 +543,26 @@ export function planIptables(input: PlanInput): IptablesPlan {
     chainsDeleted++;
   };
 
-  // Per-port chains.
+  // Per-port chains. `was` / `now`: the old and new plans of ports rebuilt or removed (what
+  // the dispatch chains and sets must be updated for).
   const ports = new Map<string, PortPlan>();
+  const was: PortPlan[] = [];
+  const now: PortPlan[] = [];
   for (const [key, sp] of snapshot.services) {
     const old = prev?.ports.get(key);
     if (!full && old && !input.changed?.has(key)) {
       ports.set(key, old);
       continue;
     }
-    const { plan, lines } = portRules(sp, ctx);
+    const { plan, texts } = portRules(sp, ctx);
     ports.set(key, plan);
+    if (old) was.push(old);
+    now.push(plan);
     let wrote = false;
     for (const [c, h] of plan.chains) {
       if (!full && old?.chains.get(c) === h) continue;
       declare(nat, c);
-      for (const l of lines.get(c)!) nat.rules.push(l);
+      nat.rules.push(texts.get(c)!);
       chainsWritten++;
       wrote = true;
     }
@@ -500,6 +573,7 @@ export function planIptables(input: PlanInput): IptablesPlan {
     for (const [key, old] of prev.ports) {
       if (snapshot.services.has(key)) continue;
       portsRemoved++;
+      was.push(old);
       for (const c of old.chains.keys()) natDelete(c);
     }
   }
@@ -512,76 +586,97 @@ export function planIptables(input: PlanInput): IptablesPlan {
   const keep = !full && prev && input.bucketBits === undefined && (prev.bucketBits === 0 ? nDispatch <= 128 : nDispatch > 32 && Math.abs(prev.bucketBits - target) <= 1);
   const bits = keep ? prev.bucketBits : target;
 
-  const globalsNat = new Map<string, string[]>();
+  // What needs rebuilding: everything on a full plan or a new bucket count, else only the
+  // buckets, NodePorts and filter rules the rebuilt ports contribute to (old or new).
+  const all = full || !prev || prev.bucketBits !== bits;
+  const mask = (1 << bits) - 1;
+  const touched = [...was, ...now];
+  const dirtyBuckets = new Set<number>();
+  for (const p of touched) for (const d of p.dispatch) dirtyBuckets.add(d.low & mask);
+  const nodePortsDirty = all || touched.some((p) => p.nodePorts.length > 0);
+  const filterDirty = all || touched.some((p) => p.filter.length > 0);
+
+  /** chain -> its lines, or undefined: unchanged since the previous plan. */
+  const globalsNat = new Map<string, string[] | undefined>();
   const services: string[] = [];
-  const nodePortLines: string[] = [];
-  const hasNodePorts = [...ports.values()].some((p) => p.nodePorts.length > 0);
+  globalsNat.set(SERVICES_CHAIN, services);
+  let hasNodePorts = false;
+  for (const p of ports.values()) if (p.nodePorts.length) hasNodePorts = true;
   const sa = `-A ${SERVICES_CHAIN}`;
   if (hasNodePorts && !node.nodeIPs.length) {
     services.push(`${sa} ${comment('not a service IP: only NodePorts on local addresses')} -m set ! --match-set ${setName} dst,dst -g ${NODEPORTS_CHAIN}`);
-    nodePortLines.push(`-A ${NODEPORTS_CHAIN} -m addrtype ! --dst-type LOCAL -j RETURN`);
   } else {
     services.push(`${sa} ${comment('not a service destination')} -m set ! --match-set ${setName} dst,dst -j RETURN`);
+  }
+  if (node.clusterCIDR) {
+    services.push(`${sa} ${comment('cluster IP from outside the cluster CIDR')} ! -s ${node.clusterCIDR} -m set --match-set ${clusterSetName} dst,dst -j ${MARK_MASQ_CHAIN}`);
   }
   if (bits === 0) {
     for (const p of ports.values()) for (const d of p.dispatch) services.push(`${sa} ${d.rule}`);
   } else {
-    const mask = (1 << bits) - 1;
-    const buckets = new Map<number, string[]>();
+    const byK = new Map<number, string[] | undefined>();
     for (const p of ports.values()) {
       for (const d of p.dispatch) {
         const k = d.low & mask;
-        const c = bucketChain(k);
-        let b = buckets.get(k);
-        if (!b) buckets.set(k, (b = []));
-        b.push(`-A ${c} ${d.rule}`);
+        const dirty = all || dirtyBuckets.has(k);
+        let b = byK.get(k);
+        if (!byK.has(k)) byK.set(k, (b = dirty ? [] : undefined));
+        if (b) b.push(`-A ${bucketChain(k)} ${d.rule}`);
       }
     }
-    for (const k of [...buckets.keys()].sort((x, y) => x - y)) {
-      services.push(`${sa} ${bucketMatch(family, k, bits)} -j ${bucketChain(k)}`);
-      globalsNat.set(bucketChain(k), buckets.get(k)!);
-    }
+    const ks = [...byK.keys()].sort((x, y) => x - y);
+    for (const k of ks) services.push(`${sa} ${bucketMatch(family, k, bits)} -j ${bucketChain(k)}`);
+    for (const k of ks) globalsNat.set(bucketChain(k), byK.get(k));
   }
   if (hasNodePorts) {
     if (node.nodeIPs.length) for (const ip of node.nodeIPs) services.push(`${sa} ${comment('podnet service nodeports')} -d ${hostMatch(family, ip)} -j ${NODEPORTS_CHAIN}`);
     else services.push(`${sa} ${comment('podnet service nodeports')} -m addrtype --dst-type LOCAL -j ${NODEPORTS_CHAIN}`);
   }
-  for (const p of ports.values()) for (const r of p.nodePorts) nodePortLines.push(`-A ${NODEPORTS_CHAIN} ${r}`);
-  globalsNat.set(SERVICES_CHAIN, services);
-  globalsNat.set(NODEPORTS_CHAIN, nodePortLines);
+  if (nodePortsDirty) {
+    const nodePortLines: string[] = [];
+    if (hasNodePorts && !node.nodeIPs.length) nodePortLines.push(`-A ${NODEPORTS_CHAIN} -m addrtype ! --dst-type LOCAL -j RETURN`);
+    for (const p of ports.values()) for (const r of p.nodePorts) nodePortLines.push(`-A ${NODEPORTS_CHAIN} ${r}`);
+    globalsNat.set(NODEPORTS_CHAIN, nodePortLines);
+  } else globalsNat.set(NODEPORTS_CHAIN, undefined);
   globalsNat.set(MARK_MASQ_CHAIN, [`-A ${MARK_MASQ_CHAIN} -j MARK --or-mark ${MARK}`]);
   globalsNat.set(POSTROUTING_CHAIN, [
     `-A ${POSTROUTING_CHAIN} -m mark ! --mark ${MARK}/${MARK} -j RETURN`,
     `-A ${POSTROUTING_CHAIN} -j MARK --xor-mark ${MARK}`,
     `-A ${POSTROUTING_CHAIN} ${comment('podnet service traffic requiring SNAT')} -j MASQUERADE --random-fully`,
   ]);
-  const filterLines: string[] = [];
-  for (const p of ports.values()) for (const r of p.filter) filterLines.push(`-A ${FILTER_SERVICES_CHAIN} ${r}`);
-  const globalsFilter = new Map<string, string[]>([[FILTER_SERVICES_CHAIN, filterLines]]);
+  const globalsFilter = new Map<string, string[] | undefined>();
+  if (filterDirty) {
+    const filterLines: string[] = [];
+    for (const p of ports.values()) for (const r of p.filter) filterLines.push(`-A ${FILTER_SERVICES_CHAIN} ${r}`);
+    globalsFilter.set(FILTER_SERVICES_CHAIN, filterLines);
+  } else globalsFilter.set(FILTER_SERVICES_CHAIN, undefined);
 
-  // Global chains go first in the declarations: they are what everything hangs from.
   const natState = new Map<string, string>();
   const natGlobalDecl: string[] = [];
   const natGlobalRules: string[] = [];
   for (const [c, l] of globalsNat) {
-    const h = contentHash(l);
+    const text = l?.join('\n');
+    const h = text !== undefined ? contentHash(text) : prev!.nat.get(c)!;
     natState.set(c, h);
+    if (text === undefined) continue;
     if (!full && prev!.nat.get(c) === h) continue;
     natGlobalDecl.push(`:${c} - [0:0]`);
-    natGlobalRules.push(...l);
+    if (text) natGlobalRules.push(text);
     chainsWritten++;
   }
   if (prev) for (const c of prev.nat.keys()) if (!natState.has(c)) natDelete(c);
-  nat.decl.unshift(...natGlobalDecl);
-  nat.rules.unshift(...natGlobalRules);
+  nat.decl = natGlobalDecl.concat(nat.decl);
+  nat.rules = natGlobalRules.concat(nat.rules);
 
   const filterState = new Map<string, string>();
   for (const [c, l] of globalsFilter) {
-    const h = contentHash(l);
+    const text = l?.join('\n');
+    const h = text !== undefined ? contentHash(text) : prev!.filter.get(c)!;
     filterState.set(c, h);
+    if (text === undefined) continue;
     if (!full && prev!.filter.get(c) === h) continue;
     declare(filter, c);
-    filter.rules.push(...l);
+    if (text) filter.rules.push(text);
     chainsWritten++;
   }
   const filterDeclared = new Set(globalsFilter.keys());
@@ -597,7 +692,8 @@ export function planIptables(input: PlanInput): IptablesPlan {
   // Full plans also repair what an earlier run (or version) left behind.
   let jumpsDeleted = 0;
   if (full && input.existing) {
-    const wantedNat = new Set([...natState.keys(), ...[...ports.values()].flatMap((p) => [...p.chains.keys()])]);
+    const wantedNat = new Set(natState.keys());
+    for (const p of ports.values()) for (const c of p.chains.keys()) wantedNat.add(c);
     for (const c of [...input.existing.nat.chains].sort()) if (!wantedNat.has(c)) natDelete(c);
     for (const c of [...input.existing.filter.chains].sort()) if (!filterState.has(c)) filterDelete(c);
     const ours = new Set(JUMPS.map((j) => normJump(jumpLine(j))));
@@ -619,28 +715,49 @@ export function planIptables(input: PlanInput): IptablesPlan {
     }
   }
 
-  // The VIP set.
-  const members = new Set<string>();
-  for (const p of ports.values()) for (const e of p.setEntries) members.add(e);
-  const maxelem = Math.max(65536, nextPow2(members.size * 2));
-  const hashsize = Math.max(1024, nextPow2(Math.ceil(members.size / 4)));
-  let ipset: IpsetPlan;
-  if (full) ipset = { name: setName, family, maxelem, hashsize, replace: [...members], add: [], del: [] };
-  else {
+  // The sets: member -> how many ports contribute it (two ports may share an external IP:port).
+  const entriesOf = (p: PortPlan, name: string): readonly string[] => (name === setName ? p.setEntries : p.clusterEntry ? [p.clusterEntry] : []);
+  const sets = new Map<string, ReadonlyMap<string, number>>();
+  const ipsets: IpsetPlan[] = [];
+  for (const name of [setName, clusterSetName]) {
+    const before = prev?.sets.get(name);
+    let counts: Map<string, number> | ReadonlyMap<string, number>;
     const add: string[] = [];
     const del: string[] = [];
-    for (const m of members) if (!prev!.setMembers.has(m)) add.push(m);
-    for (const m of prev!.setMembers) if (!members.has(m)) del.push(m);
-    ipset = { name: setName, family, maxelem, hashsize, add, del };
+    if (full || !before) {
+      const m = new Map<string, number>();
+      for (const p of ports.values()) for (const e of entriesOf(p, name)) m.set(e, (m.get(e) ?? 0) + 1);
+      counts = m;
+    } else {
+      const delta = new Map<string, number>();
+      for (const p of was) for (const e of entriesOf(p, name)) delta.set(e, (delta.get(e) ?? 0) - 1);
+      for (const p of now) for (const e of entriesOf(p, name)) delta.set(e, (delta.get(e) ?? 0) + 1);
+      let m: Map<string, number> | undefined;
+      for (const [e, d] of delta) {
+        if (d === 0) continue;
+        m ??= new Map(before);
+        const was0 = m.get(e) ?? 0;
+        const n = was0 + d;
+        if (n > 0) m.set(e, n);
+        else m.delete(e);
+        if (was0 === 0 && n > 0) add.push(e);
+        if (was0 > 0 && n <= 0) del.push(e);
+      }
+      counts = m ?? before;
+    }
+    sets.set(name, counts);
+    const maxelem = Math.max(65536, nextPow2(counts.size * 2));
+    const hashsize = Math.max(1024, nextPow2(Math.ceil(counts.size / 4)));
+    ipsets.push(full || !before ? { name, family, maxelem, hashsize, replace: [...counts.keys()], add: [], del: [] } : { name, family, maxelem, hashsize, add, del });
   }
 
-  const state: IptablesPlanState = { family, nodeKey: nk, bucketBits: bits, ports, nat: natState, filter: filterState, setMembers: members };
+  const state: IptablesPlanState = { family, nodeKey: nk, bucketBits: bits, ports, nat: natState, filter: filterState, sets, large };
   return {
     family,
     full,
     nat: render('nat', nat),
     filter: render('filter', filter),
-    ipset,
+    ipsets,
     state,
     stats: { portsWritten, portsRemoved, chainsWritten, chainsDeleted, jumpsDeleted },
   };
