@@ -98,7 +98,7 @@ t.test('full sync: virtual servers, VIPs, sets, chains; a second one changes not
   t.same(st.addrs, ['10.96.0.10/32', '10.96.0.20/32'], 'the ClusterIPs are on podnet-ipvs0');
   t.same(
     st.sets,
-    ['FOREIGN-SET', 'PODNET-IPVS-CLUSTER-4', 'PODNET-IPVS-LOOPBACK-4', 'PODNET-IPVS-MASQ-4', 'PODNET-IPVS-NODEPORTS-4', 'PODNET-IPVS-SERVED-4', 'PODNET-IPVS-VIPS-4'],
+    ['FOREIGN-SET', 'PODNET-IPVS-CLUSTER-4', 'PODNET-IPVS-DROP-4', 'PODNET-IPVS-LOOPBACK-4', 'PODNET-IPVS-MASQ-4', 'PODNET-IPVS-NODEPORTS-4', 'PODNET-IPVS-REJECT-4', 'PODNET-IPVS-SERVED-4', 'PODNET-IPVS-VIPS-4'],
     'podnet sets next to the foreign one',
   );
   t.ok(st.rules.includes('-A PREROUTING -j PODNET-IPVS-SERVICES') && st.rules.includes('-A INPUT -j PODNET-IPVS-FILTER'), 'jumps into podnet chains');
@@ -137,7 +137,7 @@ t.test('a restarted agent adopts the installed state; stale podnet virtual serve
   await restarted.sync([s3], undefined);
   t.equal(restarted.lastSync()?.ops, 0, 'the restarted mode adopts the installed state without changes');
   await restarted.sync([s4], undefined);
-  t.same(restarted.lastSync()?.byOp, { 'del-service': 3, 'del-vip': 2, 'del-entry': 10 }, 'web (ClusterIP + NodePort, found through NODEPORTS) and extra are removed');
+  t.same(restarted.lastSync()?.byOp, { 'del-service': 3, 'del-vip': 2, 'del-entry': 11 }, 'web (ClusterIP + NodePort, found through NODEPORTS) and extra (and its REJECT entry: no endpoints) are removed');
   t.equal(
     await ipvsadm(ns),
     lines(`

@@ -162,7 +162,7 @@ t.test('session affinity: one client, one server', { skip }, async (t) => {
 t.test('refused, not black-holed: a VIP without endpoints, an unserved VIP port', { skip }, async (t) => {
   const { client, node } = env!;
   const t1 = Date.now();
-  t.same(await connectMany(client, '10.96.0.12', 80, 2), ['ECONNREFUSED', 'ECONNREFUSED'], 'no endpoints: connection refused (IPVS answers ICMP port unreachable)');
+  t.same(await connectMany(client, '10.96.0.12', 80, 2), ['ECONNREFUSED', 'ECONNREFUSED'], 'no endpoints: connection refused (podnet filter: TCP reset)');
   t.same(await connectMany(client, '10.96.0.10', 81, 2), ['ECONNREFUSED', 'ECONNREFUSED'], 'a port of the VIP without a virtual server: refused (podnet filter)');
   t.same(await connectMany(node, '10.96.0.12', 80, 1), ['ECONNREFUSED'], 'from the node itself too');
   t.ok(Date.now() - t1 < 10_000, `refusals are immediate (${Date.now() - t1} ms for 5 attempts)`);

@@ -76,6 +76,17 @@ describe('planMasquerade', () => {
     expect(planMasquerade([], false)).toBe(expected);
   });
 
+  it('removing touches only the podnet tables that exist (no nf_tables at all: nothing to run)', () => {
+    expect(planMasquerade([v4, v6], false, new Set())).toBe('');
+    expect(planMasquerade([v4, v6], false, new Set(['inet foreign', 'bridge x']))).toBe('');
+    expect(planMasquerade([v4], false, new Set(['ip6 podnet']))).toBe(
+      ['add table ip6 podnet', 'add chain ip6 podnet egress-masquerade', 'delete chain ip6 podnet egress-masquerade', ''].join('\n'),
+    );
+    expect(planMasquerade([v4, v6], false, new Set(['ip podnet', 'ip6 podnet']))).toBe(planMasquerade([v4, v6], false));
+    // Enabled: the table is made whatever exists; only the family without a CIDR is skipped when absent.
+    expect(planMasquerade([v4], true, new Set())).toBe(planMasquerade([v4], true).split('add table ip6')[0]);
+  });
+
   it('with no cluster CIDR at all, enabled removes everything too', () => {
     expect(planMasquerade([], true)).toBe(planMasquerade([], false));
   });

@@ -11,20 +11,27 @@
  *     }
  *   }
  */
-import { nftApply } from '../kernel/nft.js';
+import { nftApply, nftListTables } from '../kernel/nft.js';
 import type { Cidr } from '../util/ipnet.js';
 
 export const NFT_TABLE = 'podnet';
 export const MASQ_CHAIN = 'egress-masquerade';
 
-/** The nft script that makes the egress chain exactly this (or removes it when disabled). */
-export function planMasquerade(clusterCIDRs: Cidr[], enabled: boolean): string {
+/**
+ * The nft script that makes the egress chain exactly this (or removes it when disabled).
+ * `tables`: the nft tables there are (nftListTables); when given, a family without a masquerade
+ * rule whose podnet table does not exist needs nothing, and has no line (so a disabled
+ * masquerade on a kernel without nf_tables is an empty script: nothing to run).
+ */
+export function planMasquerade(clusterCIDRs: Cidr[], enabled: boolean, tables?: ReadonlySet<string>): string {
   const out: string[] = [];
   for (const fam of [4, 6] as const) {
     const t = fam === 4 ? 'ip' : 'ip6';
     const cidr = clusterCIDRs.find((c) => c.family === fam);
+    const remove = !enabled || !cidr;
+    if (remove && tables && !tables.has(`${t} ${NFT_TABLE}`)) continue;
     out.push(`add table ${t} ${NFT_TABLE}`);
-    if (!enabled || !cidr) {
+    if (remove) {
       // "add" (a plain chain when missing: no NAT support needed) so that "delete" always finds it.
       out.push(`add chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
       out.push(`delete chain ${t} ${NFT_TABLE} ${MASQ_CHAIN}`);
@@ -35,9 +42,14 @@ export function planMasquerade(clusterCIDRs: Cidr[], enabled: boolean): string {
     const mcast = fam === 4 ? '224.0.0.0/4' : 'ff00::/8';
     out.push(`add rule ${t} ${NFT_TABLE} ${MASQ_CHAIN} ${t} saddr ${cidr} ${t} daddr != ${cidr} ${t} daddr != ${mcast} masquerade comment "podnet: pod egress leaves with the node address"`);
   }
-  return out.join('\n') + '\n';
+  return out.length ? out.join('\n') + '\n' : '';
 }
 
+/**
+ * Applies planMasquerade. Removing (disabled, or a family without a cluster CIDR) only touches
+ * podnet tables that exist, so `--no-masquerade` needs no nf_tables in the kernel at all.
+ */
 export async function applyMasquerade(clusterCIDRs: Cidr[], enabled: boolean): Promise<void> {
-  await nftApply(planMasquerade(clusterCIDRs, enabled), enabled ? 'installing the egress masquerade rules' : 'removing the egress masquerade rules');
+  const script = planMasquerade(clusterCIDRs, enabled, await nftListTables());
+  if (script) await nftApply(script, enabled ? 'installing the egress masquerade rules' : 'removing the egress masquerade rules');
 }

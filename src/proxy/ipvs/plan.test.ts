@@ -92,13 +92,14 @@ describe('planPort: service shapes', () => {
       `,
     },
     {
-      name: 'no endpoints: the virtual server stays, without real servers (IPVS refuses new flows)',
+      name: 'no endpoints: the virtual server stays, without real servers; REJECT refuses new flows',
       services: [svc('web', { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] })],
       slices: [],
       want: `
         vips 10.96.0.10
         TCP 10.96.0.10:80 rr
         set PODNET-IPVS-CLUSTER-4 10.96.0.10,tcp:80
+        set PODNET-IPVS-REJECT-4 10.96.0.10,tcp:80
         set PODNET-IPVS-SERVED-4 10.96.0.10,tcp:80
         set PODNET-IPVS-VIPS-4 10.96.0.10
       `,
@@ -193,7 +194,7 @@ describe('planPort: service shapes', () => {
       `,
     },
     {
-      name: 'externalTrafficPolicy Local without local endpoints: external virtual servers are empty, the ClusterIP still serves',
+      name: 'externalTrafficPolicy Local without local endpoints: external virtual servers are empty and DROP, the ClusterIP still serves',
       services: [svc('web', { type: 'NodePort', externalTrafficPolicy: 'Local', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, nodePort: 30080 }] })],
       slices: [slice('web', [{ ip: '10.244.2.5', node: 'n2' }, { ip: '10.244.3.5', node: 'n3' }], http)],
       want: `
@@ -203,6 +204,7 @@ describe('planPort: service shapes', () => {
           -> 10.244.3.5:8080 masq 1
         TCP 198.18.0.1:30080 rr
         set PODNET-IPVS-CLUSTER-4 10.96.0.10,tcp:80
+        set PODNET-IPVS-DROP-4 198.18.0.1,tcp:30080
         set PODNET-IPVS-NODEPORTS-4 198.18.0.1,tcp:30080
         set PODNET-IPVS-SERVED-4 10.96.0.10,tcp:80
         set PODNET-IPVS-VIPS-4 10.96.0.10
@@ -462,6 +464,9 @@ describe('netfilter rules', () => {
         COMMIT
         *filter
         :PODNET-IPVS-FILTER - [0:0]
+        -A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set PODNET-IPVS-DROP-4 dst,dst -j DROP
+        -A PODNET-IPVS-FILTER -p tcp -m conntrack --ctstate NEW -m set --match-set PODNET-IPVS-REJECT-4 dst,dst -j REJECT --reject-with tcp-reset
+        -A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set PODNET-IPVS-REJECT-4 dst,dst -j REJECT
         -A PODNET-IPVS-FILTER -m set --match-set PODNET-IPVS-SERVED-4 dst,dst -j RETURN
         -A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set PODNET-IPVS-VIPS-4 dst -j REJECT
         -I INPUT -j PODNET-IPVS-FILTER

@@ -53,6 +53,19 @@ export const SET_BASES = {
   NODEPORTS: 'hash:ip,port',
   /** hash:ip,port,ip -- local endpoint ip,proto:port,ip: hairpin (a pod reaching itself through a VIP) is masqueraded. */
   LOOPBACK: 'hash:ip,port,ip',
+  /**
+   * hash:ip,port -- VIP / nodeIP,proto:port of a Service port without usable endpoints: new flows
+   * are rejected by the filter (TCP with a reset) before IPVS would answer with ICMP -- an ICMPv6
+   * error reaching a socket inside connect() is lost (TcpExtLockDroppedIcmps) and IPv6 TCP
+   * clients would wait for the SYN retransmit (1 s) to be refused.
+   */
+  REJECT: 'hash:ip,port',
+  /**
+   * hash:ip,port -- external VIP / nodeIP,proto:port of an externalTrafficPolicy Local Service port
+   * with endpoints, none of them on this node: new flows are dropped (as kube-proxy's iptables and
+   * nftables modes do), not refused.
+   */
+  DROP: 'hash:ip,port',
 } as const;
 export type SetBase = keyof typeof SET_BASES;
 export type SetType = (typeof SET_BASES)[SetBase];
@@ -144,8 +157,10 @@ function realServers(eps: readonly ProxyEndpoint[]): RealServer[] {
  *   endpoints (externalTrafficPolicy Local: only local ones -- IPVS virtual servers are per
  *   address, so the external ones get their own list);
  * - scheduler rr, weight 1, NAT forwarding; session affinity = persistence with its timeout;
- * - a Service port without usable endpoints keeps its virtual servers with no real server:
- *   IPVS then answers new flows with ICMP port unreachable (refused, not black-holed);
+ * - a Service port without usable endpoints keeps its virtual servers with no real server,
+ *   and its addresses go into the REJECT set: new flows are refused (TCP reset, ICMP port
+ *   unreachable), not black-holed; an eTP Local one with endpoints on other nodes only: its
+ *   external addresses go into the DROP set instead (dropped, as kube-proxy does);
  * - masquerade: ClusterIP traffic from outside the cluster CIDR (set CLUSTER), external
  *   traffic with eTP Cluster (set MASQ); eTP Local keeps the client address (not in MASQ).
  */
@@ -172,16 +187,24 @@ export function planPort(sp: ProxyServicePort, node: ProxyNodeConfig): PortPlan 
     realServers: realServers(eps),
   });
 
+  // Without a real server: refused, or dropped (eTP Local, endpoints elsewhere only).
+  const usable = sp.clusterEndpoints.length > 0 || sp.endpoints.some((e) => e.ready || e.serving);
+  const unserved = (ip: string, port: number, eps: readonly ProxyEndpoint[], external: boolean) => {
+    if (eps.length) return;
+    add(external && sp.externalPolicyLocal && usable ? 'DROP' : 'REJECT', ipPortEntry(ip, sp.protocol, port));
+  };
   const virtualServers: VirtualServer[] = [vs(clusterIP, sp.port, sp.clusterEndpoints)];
   const vips = [clusterIP];
   add('CLUSTER', ipPortEntry(clusterIP, sp.protocol, sp.port));
   add('SERVED', ipPortEntry(clusterIP, sp.protocol, sp.port));
+  unserved(clusterIP, sp.port, sp.clusterEndpoints, false);
   for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs].map((a) => parseIP(a))) {
     if (virtualServers.some((v) => v.address === ip && v.port === sp.port)) continue;
     virtualServers.push(vs(ip, sp.port, sp.externalEndpoints));
     if (!vips.includes(ip)) vips.push(ip);
     add('SERVED', ipPortEntry(ip, sp.protocol, sp.port));
     if (!sp.externalPolicyLocal) add('MASQ', ipPortEntry(ip, sp.protocol, sp.port));
+    unserved(ip, sp.port, sp.externalEndpoints, true);
   }
   if (sp.nodePort) {
     for (const ip of node.nodeIPs.map((a) => parseIP(a))) {
@@ -189,6 +212,7 @@ export function planPort(sp: ProxyServicePort, node: ProxyNodeConfig): PortPlan 
       virtualServers.push(vs(ip, sp.nodePort, sp.externalEndpoints));
       add('NODEPORTS', ipPortEntry(ip, sp.protocol, sp.nodePort));
       if (!sp.externalPolicyLocal) add('MASQ', ipPortEntry(ip, sp.protocol, sp.nodePort));
+      unserved(ip, sp.nodePort, sp.externalEndpoints, true);
     }
   }
   for (const ip of vips) add('VIPS', ip);
@@ -423,7 +447,9 @@ function sorted<V>(m: Map<string, V>): [string, V][] {
  *
  *   nat PREROUTING, OUTPUT -> PODNET-IPVS-SERVICES   mark what must be masqueraded
  *   nat POSTROUTING        -> PODNET-IPVS-POSTROUTING hairpin and marked traffic: MASQUERADE
- *   filter INPUT, OUTPUT   -> PODNET-IPVS-FILTER     new flows to a VIP port without a virtual server: REJECT
+ *   filter INPUT, OUTPUT   -> PODNET-IPVS-FILTER     new flows to a port without endpoints: DROP (eTP Local,
+ *                                                    endpoints elsewhere) / REJECT; to a VIP port without a
+ *                                                    virtual server: REJECT
  */
 export function planRules(family: Family, node: Pick<ProxyNodeConfig, 'clusterCIDR'>, missingJumps: readonly Jump[] = []): string {
   const s = (b: SetBase) => setName(b, family);
@@ -443,6 +469,9 @@ export function planRules(family: Family, node: Pick<ProxyNodeConfig, 'clusterCI
     'COMMIT',
     '*filter',
     ...CHAINS.filter.map((c) => `:${c} - [0:0]`),
+    `-A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set ${s('DROP')} dst,dst -j DROP`,
+    `-A PODNET-IPVS-FILTER -p tcp -m conntrack --ctstate NEW -m set --match-set ${s('REJECT')} dst,dst -j REJECT --reject-with tcp-reset`,
+    `-A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set ${s('REJECT')} dst,dst -j REJECT`,
     `-A PODNET-IPVS-FILTER -m set --match-set ${s('SERVED')} dst,dst -j RETURN`,
     `-A PODNET-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set ${s('VIPS')} dst -j REJECT`,
     ...jumps('filter'),
