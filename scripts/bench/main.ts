@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   api: () => import('./api.js'),
   pods: () => import('./pods.js'),
   transport: () => import('./transport.js'),
+  proxy: () => import('./proxy.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);
