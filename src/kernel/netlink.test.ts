@@ -3,7 +3,7 @@
  * the dump-interruption retry and request ordering are checked without root.
  */
 import { describe, expect, it } from 'vitest';
-import { NetlinkHandle, NLM_F } from './netlink.js';
+import { MAX_IN_FLIGHT, NetlinkHandle, NLM_F } from './netlink.js';
 import type { RawMessage, RequestSocket } from './netlink.js';
 import { PodnetError } from '../util/errors.js';
 
@@ -117,5 +117,15 @@ describe('NetlinkHandle', () => {
     const h = NetlinkHandle.fromSocket(sock);
     h.close();
     await expect(h.request(16, [], 0, { what: 'x' })).rejects.toThrow(/handle is closed/);
+  });
+
+  it(`keeps at most ${MAX_IN_FLIGHT} requests in flight, the rest queued in call order`, async () => {
+    const n = MAX_IN_FLIGHT * 3;
+    const { sock, calls, maxInFlight } = fakeSocket(Array.from({ length: n }, () => []));
+    const h = NetlinkHandle.fromSocket(sock);
+    const done = await Promise.all(Array.from({ length: n }, (_, i) => h.request(100 + i, [], 0, { what: `request ${i}` })));
+    expect(done).toHaveLength(n);
+    expect(maxInFlight()).toBe(MAX_IN_FLIGHT);
+    expect(calls.map((c) => c.type)).toEqual(Array.from({ length: n }, (_, i) => 100 + i));
   });
 });
