@@ -29,7 +29,8 @@ import {
   serviceLabel,
 } from './ipvs.js';
 import { NLM_F, NetlinkHandle } from './netlink.js';
-import type { RawMessage, RequestSocket } from './netlink.js';
+import type { RawMessage } from './netlink.js';
+import { errorMsg, fakeSocket } from './testing.js';
 
 const hex = (s: string) => Buffer.from(s, 'hex');
 
@@ -213,33 +214,8 @@ describe('IPVS decoding', () => {
 
 // ---- the executor over a fake socket
 
-function errorMsg(errno: number): RawMessage {
-  const data = Buffer.alloc(20);
-  data.writeInt32LE(errno, 0);
-  return { type: 2, flags: 0x100, seq: 1, data };
-}
 const ack = (): RawMessage => errorMsg(0);
 
-function fakeSocket(replies: (RawMessage[] | Error)[]) {
-  const sent: { type: number; flags: number; body: Buffer }[] = [];
-  const sock: RequestSocket = {
-    async request(type: number, data: Uint8Array | Uint8Array[], options?: { flags?: number }) {
-      sent.push({ type, flags: Number(options?.flags ?? 0), body: Buffer.concat((Array.isArray(data) ? data : [data]).map((d) => Buffer.from(d))) });
-      const next = replies.shift();
-      if (next === undefined) throw new Error('fake socket: no reply queued');
-      if (next instanceof Error) throw next;
-      return [next, { port: 0, groups: 0 }] as never;
-    },
-    close() {},
-    on() {
-      return undefined;
-    },
-    address() {
-      return { port: 4242 };
-    },
-  };
-  return { sock, sent };
-}
 
 const familyReply = (id: number): RawMessage => ({
   type: GENL_ID_CTRL,

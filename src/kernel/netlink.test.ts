@@ -4,45 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { MAX_IN_FLIGHT, NetlinkHandle, NLM_F } from './netlink.js';
-import type { RawMessage, RequestSocket } from './netlink.js';
+import type { RawMessage } from './netlink.js';
+import { errorMsg, fakeSocket as fakeNetlink } from './testing.js';
+import type { FakeReply } from './testing.js';
 import { PodnetError } from '../util/errors.js';
 
-type Reply = RawMessage[] | Error;
-
-function errorMsg(errno: number): RawMessage {
-  // struct nlmsgerr: int error; struct nlmsghdr msg (16 bytes)
-  const data = Buffer.alloc(20);
-  data.writeInt32LE(errno, 0);
-  data.writeUInt32LE(16, 4);
-  return { type: 2, flags: 0x100, seq: 1, data };
-}
-
-function fakeSocket(replies: Reply[]) {
-  const calls: { type: number; flags: number }[] = [];
-  let inFlight = 0;
-  let maxInFlight = 0;
-  const sock: RequestSocket = {
-    async request(type: number, _data: unknown, options?: { flags?: number }) {
-      calls.push({ type, flags: Number(options?.flags ?? 0) });
-      inFlight++;
-      maxInFlight = Math.max(maxInFlight, inFlight);
-      await new Promise((r) => setTimeout(r, 1));
-      inFlight--;
-      const next = replies.shift();
-      if (next === undefined) throw new Error('fake socket: no reply queued');
-      if (next instanceof Error) throw next;
-      return [next, { port: 0, groups: 0 }] as never;
-    },
-    close() {},
-    on() {
-      return undefined;
-    },
-    address() {
-      return { port: 4242 };
-    },
-  };
-  return { sock, calls, maxInFlight: () => maxInFlight };
-}
+const fakeSocket = (replies: FakeReply[]) => fakeNetlink(replies, { delayMs: 1 });
 
 const linkMsg = (flags: number = NLM_F.MULTI): RawMessage => ({ type: 16, flags, seq: 1, data: Buffer.alloc(16) });
 
