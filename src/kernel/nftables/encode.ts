@@ -426,8 +426,8 @@ class Encoder {
    * Expressions (or expression prefixes) whose bytes do not depend on the rule, by a numeric
    * key: written once, then copied. Most of a rule is made of these.
    */
-  private readonly blobs = new Map<number, Buffer>();
-  private readonly strBlobs = new Map<string, Buffer>();
+  /** Encoded expressions by a key (number for the common shapes, string for the rest). */
+  private readonly blobs = new Map<number | string, Buffer>();
 
   constructor(
     private readonly tx: NftTransaction,
@@ -845,7 +845,7 @@ class Encoder {
   // ---- expressions -------------------------------------------------------------------
 
   /** Writes the cached bytes for `key`, or builds them with `build` (which must write them) and caches them. */
-  private cached(key: number, build: () => void): void {
+  private cached(key: number | string, build: () => void): void {
     const blob = this.blobs.get(key);
     if (blob) {
       this.w.raw(blob);
@@ -854,17 +854,6 @@ class Encoder {
     const start = this.w.off;
     build();
     this.blobs.set(key, Buffer.from(this.w.buf.subarray(start, this.w.off)));
-  }
-
-  private cachedStr(key: string, build: () => void): void {
-    const blob = this.strBlobs.get(key);
-    if (blob) {
-      this.w.raw(blob);
-      return;
-    }
-    const start = this.w.off;
-    build();
-    this.strBlobs.set(key, Buffer.from(this.w.buf.subarray(start, this.w.off)));
   }
 
   /**
@@ -1179,7 +1168,7 @@ class Encoder {
         if (st.op !== '==' && st.op !== '!=') throw site.bad(sp(k, '.op'), st.op, '== or !=');
         const op = st.op === '==' ? NFT_CMP_EQ : NFT_CMP_NEQ;
         // meta load mark; bitwise (mark & mask) ^ 0; cmp — as nft encodes `meta mark & M == V`.
-        this.cachedStr(`mark-test ${mask} ${op} ${value}`, () => {
+        this.cached(`mark-test ${mask} ${op} ${value}`, () => {
           this.meta(NFT_META_MARK, NFT_REG_1);
           writeHostU32(this.v1, 0, mask);
           this.bitwise(NFT_REG_1, 4, this.v1, ZERO, true);
