@@ -240,3 +240,101 @@ export function describeRule(data: Buffer): { table: string; chain: string; expr
   const comment = udataStr(parseUdata(a.get(NFTA_RULE.USERDATA)).get(UDATA_RULE_COMMENT));
   return { table: attrStr(a.get(NFTA_RULE.TABLE)) ?? '', chain: attrStr(a.get(NFTA_RULE.CHAIN)) ?? '', exprs, ...(comment !== undefined ? { comment } : {}) };
 }
+
+// ---------------------------------------------------------------- set elements
+
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'ipv6-icmp', 132: 'sctp' };
+
+/** One value of a set key or data part in nft's notation (the inverse of values.ts writeValue). */
+export function valueText(type: NftType, b: Buffer): string {
+  switch (type) {
+    case 'ipv4_addr':
+      return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+    case 'ipv6_addr': {
+      const groups: string[] = [];
+      for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+      // WHATWG URL parsing gives the canonical (RFC 5952) text of an IPv6 address.
+      return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
+    }
+    case 'inet_proto':
+      return PROTO_NAMES[b[0]!] ?? String(b[0]);
+    case 'inet_service':
+      return String(b.readUInt16BE(0));
+    case 'mark':
+      return `0x${readHostU32(b, 0).toString(16).padStart(8, '0')}`;
+    case 'integer':
+      return String(b.readUInt32BE(0));
+  }
+}
+
+/** Splits a (possibly concatenated) value into its parts' texts: each part padded to 4 bytes. */
+export function valueParts(types: readonly NftType[], b: Buffer): string[] {
+  const out: string[] = [];
+  let off = 0;
+  for (const t of types) {
+    const len = t === 'ipv6_addr' ? 16 : t === 'inet_proto' ? 1 : t === 'inet_service' ? 2 : 4;
+    out.push(valueText(t, b.subarray(off, off + len)));
+    off += types.length === 1 ? len : (len + 3) & ~3;
+  }
+  return out;
+}
+
+export interface DecodedElement {
+  key: string[];
+  /** Raw key bytes (intervals: for ordering). */
+  keyBytes: Buffer;
+  /** NFT_SET_ELEM_INTERVAL_END: this element ends the interval before it (its key is the end + 1). */
+  intervalEnd: boolean;
+  verdict?: { kind: 'accept' | 'drop' | 'return' | 'continue' } | { kind: 'jump' | 'goto'; chain: string };
+  data?: string[];
+}
+
+/**
+ * NFT_MSG_NEWSETELEM payloads (a dump, or the answer to a get) → the elements, keys and data
+ * in nft's notation for a set of these key / data types. Interval sets come back as start
+ * elements and end markers; see joinIntervals.
+ */
+export function decodeElements(payloads: readonly Buffer[], key: readonly NftType[], data: NftSet['data']): DecodedElement[] {
+  const out: DecodedElement[] = [];
+  const dataTypes = data === undefined || data === 'verdict' ? [] : Array.isArray(data) ? data : [data];
+  for (const p of payloads) {
+    const a = parseAttrs(p, NFGENMSG_LEN);
+    const list = a.get(3 /* NFTA_SET_ELEM_LIST_ELEMENTS */);
+    if (!list) continue;
+    for (const item of parseAttrList(list)) {
+      const e = parseAttrs(item.data);
+      const keyBytes = dataValue(e.get(1 /* NFTA_SET_ELEM_KEY */));
+      const flags = attrU32(e.get(3 /* NFTA_SET_ELEM_FLAGS */)) ?? 0;
+      const el: DecodedElement = { key: valueParts(key, keyBytes), keyBytes, intervalEnd: (flags & 1) !== 0 };
+      const d = e.get(2 /* NFTA_SET_ELEM_DATA */);
+      if (d && data === 'verdict') {
+        const v = parseAttrs(parseAttrs(d).get(NFTA_DATA.VERDICT) ?? Buffer.alloc(0));
+        const code = attrI32(v.get(NFTA_VERDICT.CODE));
+        const chain = attrStr(v.get(NFTA_VERDICT.CHAIN)) ?? '';
+        el.verdict = code === -3 ? { kind: 'jump', chain } : code === -4 ? { kind: 'goto', chain } : code === 0 ? { kind: 'drop' } : code === 1 ? { kind: 'accept' } : code === -5 ? { kind: 'return' } : { kind: 'continue' };
+      } else if (d && dataTypes.length) el.data = valueParts(dataTypes, dataValue(d));
+      out.push(el);
+    }
+  }
+  return out;
+}
+
+/**
+ * Interval elements (single integer / address key) as `start-end` ranges: the kernel lists a
+ * start element per range and an end marker holding end + 1 (or none for a range that ends
+ * at the type's maximum).
+ */
+export function joinIntervals(els: readonly DecodedElement[], key: NftType): { from: bigint; to: bigint; element: DecodedElement }[] {
+  const num = (b: Buffer) => BigInt(`0x${b.toString('hex') || '0'}`);
+  const max = (1n << BigInt((key === 'ipv6_addr' ? 16 : key === 'inet_service' ? 2 : key === 'inet_proto' ? 1 : 4) * 8)) - 1n;
+  const sorted = [...els].sort((a, b) => (num(a.keyBytes) < num(b.keyBytes) ? -1 : num(a.keyBytes) > num(b.keyBytes) ? 1 : a.intervalEnd ? -1 : 1));
+  const out: { from: bigint; to: bigint; element: DecodedElement }[] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    const e = sorted[i]!;
+    if (e.intervalEnd) continue;
+    const next = sorted.slice(i + 1).find((x) => x.intervalEnd || !x.intervalEnd);
+    const to = next && next.intervalEnd ? num(next.keyBytes) - 1n : next ? num(next.keyBytes) - 1n : max;
+    out.push({ from: num(e.keyBytes), to, element: e });
+  }
+  return out;
+}

@@ -39,6 +39,11 @@ import { formatOp } from './format.js';
 import {
   NETLINK_NETFILTER,
   NFTA_CHAIN,
+  NFTA_DATA,
+  NFTA_LIST_ELEM,
+  NFTA_RULE,
+  NFTA_SET_ELEM,
+  NFTA_SET_ELEM_LIST,
   NFTA_GEN_ID,
   NFTA_SET,
   NFTA_TABLE,
@@ -54,7 +59,7 @@ import {
   parseAttrs,
   parseMessages,
 } from './nfnl.js';
-import type { NlMsg } from './nfnl.js';
+import type { NlMsg, NlWriter } from './nfnl.js';
 import type { NftTransaction } from './ops.js';
 
 export const DEFAULT_NFT_TIMEOUT_MS = 30_000;
@@ -221,6 +226,68 @@ export class NftExecutor {
         this.sets.delete(cacheKey(family, name));
         return false;
       }
+      throw e;
+    }
+  }
+
+  /**
+   * The rules of one chain as the kernel sends them (NFT_MSG_NEWRULE payloads, in order; decode
+   * with describeRule); [] for an empty or missing chain. Equivalent to `nft list chain FAMILY
+   * TABLE CHAIN` without reading any other chain or set: a dump filtered by table and chain.
+   */
+  chainRules(family: NftFamily, table: string, chain: string): Promise<Buffer[]> {
+    const context: ErrorContext = { netns: this.label, family, table, chain };
+    const chainName = nameBuf(chain, 'chain', context);
+    return this.exclusive(() =>
+      this.dump(NFT_MSG.GETRULE, family, NFTA_RULE.TABLE, nameBuf(table, 'table', context), `listing the rules of nft chain ${family} ${table} ${chain}`, context, (w) => w.bytes(NFTA_RULE.CHAIN, chainName), NFT_MSG.NEWRULE),
+    );
+  }
+
+  /**
+   * Every element of one set or map (NFT_MSG_NEWSETELEM payloads; decode with decodeElements).
+   * Equivalent to `nft list set FAMILY TABLE SET` (or `list map`).
+   */
+  setElements(family: NftFamily, table: string, set: string): Promise<Buffer[]> {
+    const context: ErrorContext = { netns: this.label, family, table, set };
+    const setName = nameBuf(set, 'set', context);
+    return this.exclusive(() =>
+      this.dump(NFT_MSG.GETSETELEM, family, NFTA_SET_ELEM_LIST.TABLE, nameBuf(table, 'table', context), `listing the elements of nft set ${family} ${table} ${set}`, context, (w) => w.bytes(NFTA_SET_ELEM_LIST.SET, setName), NFT_MSG.NEWSETELEM),
+    );
+  }
+
+  /**
+   * The element of a set that holds `key` (encoded key bytes, see encodeElementKey), or
+   * undefined when it has none. Equivalent to `nft get element FAMILY TABLE SET { KEY }`.
+   */
+  async getElement(family: NftFamily, table: string, set: string, key: Buffer): Promise<Buffer | undefined> {
+    const context: ErrorContext = { netns: this.label, family, table, set };
+    const setName = nameBuf(set, 'set', context);
+    try {
+      const out = await this.exclusive(() =>
+        this.dump(
+          NFT_MSG.GETSETELEM,
+          family,
+          NFTA_SET_ELEM_LIST.TABLE,
+          nameBuf(table, 'table', context),
+          `reading an element of nft set ${family} ${table} ${set}`,
+          context,
+          (w) => {
+            w.bytes(NFTA_SET_ELEM_LIST.SET, setName);
+            const list = w.nestBegin(NFTA_SET_ELEM_LIST.ELEMENTS);
+            const e = w.nestBegin(NFTA_LIST_ELEM);
+            const k = w.nestBegin(NFTA_SET_ELEM.KEY);
+            w.bytes(NFTA_DATA.VALUE, key);
+            w.nestEnd(k);
+            w.nestEnd(e);
+            w.nestEnd(list);
+          },
+          NFT_MSG.NEWSETELEM,
+          NLM_F_REQUEST | NLM_F_ACK,
+        ),
+      );
+      return out[0];
+    } catch (e) {
+      if (e instanceof PodnetError && e.errno === 'ENOENT') return undefined;
       throw e;
     }
   }
@@ -482,12 +549,15 @@ export class NftExecutor {
   }
 
   /** A dump request, retried while the kernel marks it as interrupted; returns the payloads. */
-  private async dump(msg: number, family: NftFamily, tableAttr: number, tableName: Buffer, what: string, context: ErrorContext): Promise<Buffer[]> {
+  private async dump(msg: number, family: NftFamily, tableAttr: number, tableName: Buffer, what: string, context: ErrorContext, more?: (w: NlWriter) => void, reply?: number, flags = NLM_F_REQUEST | NLM_F_DUMP): Promise<Buffer[]> {
     for (let attempt = 1; ; attempt++) {
       const seq = this.takeSeqs(1);
       const out: Buffer[] = [];
       let intr = false;
-      await this.exchange([encodeRequest(msg, NLM_F_REQUEST | NLM_F_DUMP, family, seq, (w) => w.bytes(tableAttr, tableName))], seq, 1, what, context, (m) => {
+      await this.exchange([encodeRequest(msg, flags, family, seq, (w) => {
+        w.bytes(tableAttr, tableName);
+        more?.(w);
+      })], seq, 1, what, context, (m) => {
         if (m.flags & NLM_F_DUMP_INTR) intr = true;
         if (m.type === NLMSG_DONE) {
           const errno = m.data.length >= 4 ? m.data.readInt32LE(0) : 0;
@@ -499,7 +569,11 @@ export class NftExecutor {
           if (errno === 0) return true;
           throw new PodnetError(ErrorCodes.NFT, `${what}: ${errnoText(errno)} (${errnoName(errno)})`, context, { errno: errnoName(errno) });
         }
-        if (m.type === nftType(msg === NFT_MSG.GETCHAIN ? NFT_MSG.NEWCHAIN : NFT_MSG.NEWSET)) out.push(m.data);
+        if (m.type === nftType(reply ?? (msg === NFT_MSG.GETCHAIN ? NFT_MSG.NEWCHAIN : NFT_MSG.NEWSET))) {
+          out.push(m.data);
+          // A get (not a dump) is answered by the object alone (and the ack, if asked).
+          if (!(flags & NLM_F_DUMP)) return true;
+        }
         return false;
       });
       if (!intr) return out;
