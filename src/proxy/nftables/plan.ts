@@ -354,6 +354,11 @@ function numgenZero(ctx: Ctx, mod: number): NftStmt {
   return (ctx.numgen[mod] ??= match({ kind: 'numgen', mod }, '0'));
 }
 
+/** The objects shared by all Services on a node (base chains, shared maps and sets). */
+export function planBaseObjects(node: ProxyNodeConfig): BaseObjects {
+  return planBase(context(node));
+}
+
 /** The chains, sets and map elements of one service port. */
 export function planService(sp: ProxyServicePort, node: ProxyNodeConfig): ServiceObjects {
   return planServiceIn(sp, context(node));
