@@ -20,6 +20,8 @@ import { createBackend, removeOtherBackends } from '../transport/index.js';
 import { TransportController } from './transport.js';
 import { EventRecorder, eventSink } from './events.js';
 import { setupProxy } from './proxy.js';
+import type { AgentProxy } from './proxy.js';
+import { liveTrace, traceRoutes } from './trace.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
@@ -134,6 +136,7 @@ export class Agent {
         busyOwners: () => cni.busy,
       });
       this.reconciler = reconciler;
+      let proxyRef: AgentProxy | undefined;
       const server = new AgentServer({
         listen: cfg.listen,
         metrics: this.metrics,
@@ -141,6 +144,7 @@ export class Agent {
         healthy: () => true,
         ready: () => this.ready,
         log,
+        routes: traceRoutes({ nodeName: cfg.nodeName, backend: cfg.backend, proxyMode: cfg.proxyMode, host, records, bridge: BRIDGE, proxier: () => proxyRef?.proxier, masquerade: cfg.masquerade, log, ...liveTrace() }),
       });
       await server.listen();
       closers.push(() => server.close());
@@ -152,6 +156,7 @@ export class Agent {
       const transport = new TransportController({ client, backend, registration: reg, nodeName: cfg.nodeName, log: log.child({ component: 'transport' }), metrics: this.metrics, resyncMs: cfg.resyncMs, recorder });
       this.transport = transport;
       const proxy = await setupProxy({ cfg, client, metrics: this.metrics, log });
+      proxyRef = proxy;
       if (proxy) closers.push(() => proxy.close());
       const heartbeat = reg.run(signal);
       const pods = reconciler.run(signal);

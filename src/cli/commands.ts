@@ -4,12 +4,14 @@
 import type { Command } from 'commander';
 import { apiCommand } from './api.js';
 import { agentCommand, cleanupCommand, podCommand } from './agent.js';
+import { traceCommand } from './trace.js';
 
 export function registerCommands(program: Command): void {
   program.addCommand(apiCommand());
   program.addCommand(agentCommand());
   program.addCommand(cleanupCommand());
   program.addCommand(podCommand());
+  program.addCommand(traceCommand());
   program.addHelpText(
     'after',
     `
@@ -17,6 +19,7 @@ Examples:
   podnet api --data-dir /var/lib/podnet/api --token-auth-file /etc/podnet/tokens.csv --listen 0.0.0.0:6443
   podnet agent --kubeconfig /etc/podnet/node.kubeconfig --node-name n1 --node-ip 198.18.0.1 --cluster-cidr 10.244.0.0/16 --state-dir /var/lib/podnet/agent
   ip netns exec $(podnet pod netns default/web) ip addr
+  podnet trace --kubeconfig admin.kubeconfig --from default/client --to svc/default/web:80
   podnet cleanup --node-name n1 --state-dir /var/lib/podnet/agent
   podnet --version
 

@@ -136,6 +136,8 @@ export interface NodeStep {
   outcomes: NodeOutcome[];
   /** Live mode: kernel events seen on this node (already folded into the observations). */
   events?: number;
+  /** Live mode, the source node: what the probe saw. */
+  probe?: TraceResult['probe'];
   /** How long the node took, ms. */
   tookMs: number;
 }

@@ -1,0 +1,232 @@
+/**
+ * The CLI side of `podnet trace`: resolves `--from` / `--to` through the API, builds the
+ * packet, then asks the node where the packet starts for its part, and each next node for
+ * its part, following every outcome (every endpoint of a random choice) until each path ends
+ * in a verdict. The nodes are asked over their agent endpoint; the CLI never enters another
+ * host's namespaces. API access and the agent calls are injected (`TraceDeps`).
+ */
+import { isIP } from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Node, Pod, Service } from '../client/types.js';
+import { Cidr } from '../util/ipnet.js';
+import { ErrorCodes, PodnetError } from '../util/errors.js';
+import type { Directory, DirectoryNode } from './node.js';
+import { MAX_HOPS } from './node.js';
+import { makePacket, parseTarget } from './request.js';
+const nm = (o: { metadata: { name?: string } }): string => o.metadata.name ?? '';
+import type { Ingress, NodeRequest, NodeStep, Observation, Packet, TracePath, TraceResult, Verdict } from './types.js';
+
+export interface TraceDeps {
+  nodes(): Promise<Node[]>;
+  pods(): Promise<Pod[]>;
+  services(): Promise<Service[]>;
+  /** POSTs a request to a node's agent (`path` /trace/explain or /trace/live). */
+  ask(node: AgentAddress, path: string, body: NodeRequest & { directory: Directory }): Promise<NodeStep>;
+}
+
+export interface AgentAddress {
+  name: string;
+  url: string;
+}
+
+export interface TraceOptions {
+  from: string;
+  to: string;
+  live?: boolean;
+  srcPort?: number;
+  /** IP packet size in bytes. */
+  size?: number;
+  /** Live: how long the probe waits, ms. */
+  timeoutMs?: number;
+}
+
+const bad = (field: string, msg: string) => new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field}: ${msg}`, { field });
+
+function inCidr(c: string, ip: string): boolean {
+  try {
+    return Cidr.parse(c, 'cidr', { strict: false }).contains(ip);
+  } catch {
+    return false;
+  }
+}
+
+const addressesOf = (n: Node): string[] => (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP' || a.type === 'ExternalIP').map((a) => a.address);
+const podCIDRsOf = (n: Node): string[] => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : []);
+const podIPs = (p: Pod): string[] => (p.status?.podIPs?.map((x) => x.ip) ?? (p.status?.podIP ? [p.status.podIP] : [])).filter((x) => isIP(x));
+
+/** The agent endpoint of a Node: its InternalIP and the port it published (daemonEndpoints). */
+export function agentAddress(n: Node, defaultPort = 10260): AgentAddress {
+  const ip = (n.status?.addresses ?? []).find((a) => a.type === 'InternalIP')?.address;
+  if (!ip) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `node ${nm(n)} has no InternalIP address: its agent cannot be reached`);
+  const port = n.status?.daemonEndpoints?.kubeletEndpoint?.Port ?? defaultPort;
+  return { name: nm(n), url: `http://${isIP(ip) === 6 ? `[${ip}]` : ip}:${port}` };
+}
+
+interface Start {
+  node: Node;
+  ingress: Ingress;
+  src: string;
+  fromText: string;
+}
+
+/** Runs a trace. Throws PodnetError (INVALID_ARGUMENT) for bad or unknown input before asking any node. */
+export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceResult> {
+  const t0 = performance.now();
+  const [nodes, pods, services] = await Promise.all([deps.nodes(), deps.pods(), deps.services()]);
+  const target = parseTarget(o.to);
+  if (o.srcPort !== undefined && (!Number.isInteger(o.srcPort) || o.srcPort < 1 || o.srcPort > 65535)) throw bad('--src-port', `${o.srcPort} is not a port (1-65535)`);
+  if (o.size !== undefined && (!Number.isInteger(o.size) || o.size < 28 || o.size > 65535)) throw bad('--size', `${o.size} is not an IP packet size (28-65535 bytes)`);
+
+  // ---- the destination
+  let dst: string;
+  let dport = target.port;
+  if (target.kind === 'service') {
+    const svc = services.find((s) => s.metadata.namespace === target.namespace && nm(s) === target.name);
+    if (!svc) throw bad('--to', `Service ${target.namespace}/${target.name} not found`);
+    const ips = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((x) => isIP(x));
+    if (!ips.length) throw bad('--to', `Service ${target.namespace}/${target.name} has no ClusterIP (headless): trace a pod address instead`);
+    const port = (svc.spec?.ports ?? []).find((p) => (target.portName ? p.name === target.portName : p.port === target.port) && (p.protocol ?? 'TCP').toLowerCase() === target.proto);
+    if (!port) throw bad('--to', `Service ${target.namespace}/${target.name} has no ${target.proto.toUpperCase()} port ${target.portName ?? target.port} (it serves ${(svc.spec?.ports ?? []).map((p) => `${p.name ? `${p.name}=` : ''}${p.port}/${(p.protocol ?? 'TCP').toLowerCase()}`).join(', ') || 'no ports'})`);
+    dst = ips[0]!;
+    dport = port.port;
+  } else {
+    dst = target.ip!;
+    const svc = services.find((s) => (s.spec?.clusterIPs ?? [s.spec?.clusterIP]).includes(dst));
+    if (svc && target.proto !== 'icmp') {
+      const ok = (svc.spec?.ports ?? []).some((p) => p.port === dport && (p.protocol ?? 'TCP').toLowerCase() === target.proto);
+      if (!ok) throw bad('--to', `${dst} is the ClusterIP of Service ${svc.metadata.namespace}/${nm(svc)}, which does not serve ${dport}/${target.proto} (it serves ${(svc.spec?.ports ?? []).map((p) => `${p.port}/${(p.protocol ?? 'TCP').toLowerCase()}`).join(', ')})`);
+    }
+  }
+  const family = isIP(dst) === 6 ? 6 : 4;
+
+  // ---- the source
+  const start = resolveFrom(o.from, { nodes, pods, family, dst });
+  const sport = target.proto === 'icmp' ? (o.srcPort ?? randomInt(1, 65535)) : (o.srcPort ?? randomInt(32768, 61000));
+  const packet = makePacket({ src: start.src, dst, proto: target.proto, sport, dport: target.proto === 'icmp' ? 0 : dport, ...(o.size !== undefined ? { size: o.size } : {}) });
+
+  const directory: Directory = {
+    nodes: nodes.map((n): DirectoryNode => ({ name: nm(n), addresses: addressesOf(n), podCIDRs: podCIDRsOf(n) })),
+    pods: pods.filter((p) => podIPs(p).length && !(p.spec?.hostNetwork ?? false)).map((p) => ({ namespace: p.metadata.namespace ?? 'default', name: nm(p), ips: podIPs(p), ...(p.spec?.nodeName ? { node: p.spec.nodeName } : {}) })),
+  };
+  const byName = new Map(nodes.map((n) => [nm(n), n]));
+  const path = o.live ? '/trace/live' : '/trace/explain';
+  const live = o.live ? { id: randomId(), dscp: LIVE_DSCP, timeoutMs: o.timeoutMs ?? 1000 } : undefined;
+
+  // ---- follow the packet
+  interface Pending {
+    node: string;
+    ingress: Ingress;
+    packet: Packet;
+    prob: number;
+    obs: Observation[];
+    endpoint?: TracePath['endpoint'];
+    hops: number;
+  }
+  const paths: TracePath[] = [];
+  const queue: Pending[] = [{ node: nm(start.node), ingress: start.ingress, packet, prob: 1, obs: [], hops: 0 }];
+  let probe: TraceResult['probe'];
+  while (queue.length) {
+    const p = queue.shift()!;
+    const n = byName.get(p.node);
+    if (!n) {
+      paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', reason: `node ${p.node} is not in the API` } });
+      continue;
+    }
+    let step: NodeStep;
+    try {
+      step = await deps.ask(agentAddress(n), path, { packet: p.packet, ingress: p.ingress, ...(live ? { live } : {}), directory });
+    } catch (e) {
+      paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', node: p.node, reason: `could not ask the agent on node ${p.node}: ${e instanceof Error ? e.message : String(e)}` } });
+      continue;
+    }
+    if (step.probe) probe = step.probe;
+    for (const out of step.outcomes) {
+      const prob = p.prob * out.probability;
+      const obs = [...p.obs, ...out.observations];
+      const endpoint = out.endpoint ?? p.endpoint;
+      if (out.next && !out.verdict) {
+        if (p.hops + 1 >= MAX_HOPS) {
+          paths.push({ probability: prob, ...(endpoint ? { endpoint } : {}), observations: obs, verdict: { kind: 'Unknown', node: p.node, reason: `more than ${MAX_HOPS} node hops: a routing loop?` } });
+          continue;
+        }
+        queue.push({ node: out.next.node, ingress: out.next.ingress, packet: out.next.packet, prob, obs, ...(endpoint ? { endpoint } : {}), hops: p.hops + 1 });
+      } else {
+        paths.push({ probability: prob, ...(endpoint ? { endpoint } : {}), observations: obs, verdict: out.verdict ?? { kind: 'Unknown', node: p.node, reason: 'the node gave neither a verdict nor a next hop' } });
+      }
+    }
+  }
+  paths.sort((a, b) => b.probability - a.probability || (a.endpoint?.ip ?? '').localeCompare(b.endpoint?.ip ?? ''));
+  return {
+    schema: 'podnet.trace/v1',
+    mode: o.live ? 'live' : 'explain',
+    from: start.fromText,
+    to: o.to,
+    packet,
+    paths,
+    verdict: overall(paths),
+    ...(probe ? { probe } : {}),
+    tookMs: Math.round(performance.now() - t0),
+  };
+}
+
+/** Delivered only when every path delivers; otherwise the most likely path that does not. */
+export function overall(paths: readonly TracePath[]): Verdict {
+  if (!paths.length) return { kind: 'Unknown', reason: 'no path' };
+  const bad = paths.filter((p) => p.verdict.kind !== 'Delivered');
+  if (!bad.length) {
+    if (paths.length === 1) return paths[0]!.verdict;
+    const pods = [...new Set(paths.map((p) => p.verdict.pod ?? p.verdict.node ?? '?'))];
+    return { kind: 'Delivered', reason: `delivered on every path: to one of ${pods.length} endpoints (${pods.join(', ')})`, ...(pods.length === 1 ? paths[0]!.verdict : {}) };
+  }
+  const worst = bad.sort((a, b) => b.probability - a.probability)[0]!;
+  if (bad.length === paths.length) return worst.verdict;
+  const share = bad.reduce((s, p) => s + p.probability, 0);
+  return { ...worst.verdict, reason: `${worst.verdict.reason} (on ${(share * 100).toFixed(1)}% of the paths; the others deliver)` };
+}
+
+/** The DSCP value that marks live probes (CS5 would collide with real traffic; 0x2b is unassigned). */
+export const LIVE_DSCP = 0x2b;
+
+function randomId(): string {
+  return randomInt(0, 2 ** 40).toString(36);
+}
+
+function resolveFrom(text: string, c: { nodes: Node[]; pods: Pod[]; family: 4 | 6; dst: string }): Start {
+  const famIP = (ips: string[]) => ips.find((x) => isIP(x) === c.family);
+  if (text.startsWith('node/')) {
+    const name = text.slice(5);
+    const n = c.nodes.find((x) => nm(x) === name);
+    if (!n) throw bad('--from', `node ${name} not found`);
+    const src = famIP(addressesOf(n));
+    if (!src) throw bad('--from', `node ${name} has no IPv${c.family} address`);
+    return { node: n, ingress: { kind: 'node' }, src, fromText: text };
+  }
+  if (isIP(text)) {
+    const pod = c.pods.find((p) => podIPs(p).includes(text) && !(p.spec?.hostNetwork ?? false));
+    if (pod) return fromPod(pod, c, text);
+    const n = c.nodes.find((x) => addressesOf(x).includes(text));
+    if (n) return { node: n, ingress: { kind: 'node' }, src: text, fromText: `node/${nm(n)} (${text})` };
+    if (c.nodes.some((x) => podCIDRsOf(x).some((cidr) => inCidr(cidr, text)))) throw bad('--from', `${text} is in a node's pod subnet but no pod has it`);
+    if (isIP(text) !== c.family) throw bad('--from', `${text} is IPv${isIP(text)} but the destination ${c.dst} is IPv${c.family}`);
+    // An outside client: it can only reach the cluster on a node's own address (NodePort).
+    const entry = c.nodes.find((x) => addressesOf(x).includes(c.dst));
+    if (!entry) throw bad('--from', `${text} is outside every known range (no pod, node or pod subnet has it); an outside client can only be traced to a node address (a NodePort), not to ${c.dst}`);
+    return { node: entry, ingress: { kind: 'external' }, src: text, fromText: `${text} (outside the cluster)` };
+  }
+  const m = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)$/.exec(text);
+  if (!m) throw bad('--from', `${JSON.stringify(text)} is not NAMESPACE/NAME (a pod), node/NAME or an IP address`);
+  const pod = c.pods.find((p) => (p.metadata.namespace ?? 'default') === m[1] && nm(p) === m[2]);
+  if (!pod) throw bad('--from', `pod ${text} not found`);
+  return fromPod(pod, c, text);
+}
+
+function fromPod(pod: Pod, c: { nodes: Node[]; family: 4 | 6 }, text: string): Start {
+  const id = `${pod.metadata.namespace ?? 'default'}/${nm(pod)}`;
+  if (!pod.spec?.nodeName) throw bad('--from', `pod ${id} is not scheduled to a node yet`);
+  const n = c.nodes.find((x) => nm(x) === pod.spec!.nodeName);
+  if (!n) throw bad('--from', `pod ${id} runs on node ${pod.spec.nodeName}, which is not in the API`);
+  const src = podIPs(pod).find((x) => isIP(x) === c.family);
+  if (!src) throw bad('--from', `pod ${id} has no IPv${c.family} address yet`);
+  if (pod.spec.hostNetwork) return { node: n, ingress: { kind: 'node' }, src, fromText: `${id} (host network)` };
+  return { node: n, ingress: { kind: 'pod', namespace: pod.metadata.namespace ?? 'default', name: nm(pod) }, src, fromText: text };
+}
