@@ -18,6 +18,13 @@
       "cflags": ["-Wall", "-Wextra", "-O2"]
     },
     {
+      "target_name": "podnet-probe",
+      "type": "executable",
+      "sources": ["src/probe.c"],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
       "target_name": "podnet-cni",
       "type": "executable",
       "sources": ["src/podnet-cni.c"],

@@ -18,7 +18,7 @@ if (r.status !== 0) {
   console.error(`build-native: node-gyp failed (exit ${r.status ?? r.signal})`);
   process.exit(1);
 }
-for (const out of ['podnet_native.node', 'pause', 'podnet-cni']) {
+for (const out of ['podnet_native.node', 'pause', 'podnet-cni', 'podnet-probe']) {
   if (!existsSync(join(root, 'native', 'build', 'Release', out))) {
     console.error(`build-native: expected native/build/Release/${out} after the build`);
     process.exit(1);

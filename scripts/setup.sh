@@ -56,7 +56,7 @@ fi
 # ---- 4. native addon + pause program (rebuilt when their sources change)
 native_hash=$( (cat native/binding.gyp native/src/*; node -v) | sha256sum | cut -d' ' -f1)
 if [ "$(cat native/build/.podnet-src 2>/dev/null || true)" != "$native_hash" ] ||
-   [ ! -f native/build/Release/podnet_native.node ] || [ ! -x native/build/Release/pause ]; then
+   [ ! -f native/build/Release/podnet_native.node ] || [ ! -x native/build/Release/pause ] || [ ! -x native/build/Release/podnet-probe ]; then
   say "building native/ with node-gyp"
   node scripts/build-native.mjs >/dev/null
   echo "$native_hash" > native/build/.podnet-src
