@@ -33,6 +33,13 @@ import type { AgentProcess } from './agents.js';
 
 export type ProxyModeName = 'nftables' | 'iptables' | 'ipvs';
 
+/** The parts of `podnet trace --json` (src/trace/types.ts TraceResult) the suite reads. */
+interface TraceResultJson {
+  verdict?: { kind: string; reason: string; at?: string; node?: string; pod?: string };
+  paths?: { probability: number; verdict: { kind: string; pod?: string; node?: string }; observations: { node: string; component: string; action: string }[] }[];
+  tookMs?: number;
+}
+
 export interface ProxySuiteOptions {
   mode: ProxyModeName;
   /** Dual-stack cluster (IPv6 underlay, pod and service CIDRs): the main features in both families. */
@@ -458,6 +465,11 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   const tcp = (from: From, host: string, port: number, n = 1, timeoutMs = 2000) => probe(from.path, { host, port, proto: 'tcp', n, timeoutMs });
   const udp = (from: From, host: string, port: number, n = 1, timeoutMs = 2000) => probe(from.path, { host, port, proto: 'udp', n, timeoutMs });
   const hostPort = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
+  /** `podnet trace` run from the test's own namespace (on the underlay: it reaches the api and every agent). */
+  const traceCli = async (args: string[]) => {
+    const r = await execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), ...args], { reject: false, timeout: 30_000, env: { NO_COLOR: '1' } });
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  };
 
   /** A long-running probe whose results arrive as they come (latency measurements). */
   const watcher = (from: From, a: Omit<ProbeArgs, 'n' | 'stream'>) => {
@@ -859,6 +871,89 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   }, ['n1', 'n2']);
 
   // =======================================================================================
+  await feature('trace: explain agrees with the real outcome for each feature (verdict, endpoints, the deciding rule)', async (t) => {
+    const cases: { what: string; from: string; to: string; from_: From; host: string; port: number; proto: 'tcp' | 'udp'; verdict: string; pods?: string[]; node?: string }[] = [
+      { what: 'ClusterIP from a pod: every endpoint, a third each', from: 'default/cl-1', to: `${vip('web', 4)}:80`, from_: fromPod('cl-1'), host: vip('web', 4), port: 80, proto: 'tcp', verdict: 'Delivered', pods: ['web-1', 'web-2', 'web-3'] },
+      { what: 'ClusterIP from a node', from: 'node/n2', to: 'svc/default/web:80', from_: fromNode('n2'), host: vip('web', 4), port: 80, proto: 'tcp', verdict: 'Delivered', pods: ['web-1', 'web-2', 'web-3'] },
+      { what: 'UDP ClusterIP', from: 'default/cl-3', to: `${vip('web', 4)}:80/udp`, from_: fromPod('cl-3'), host: vip('web', 4), port: 80, proto: 'udp', verdict: 'Delivered', pods: ['web-1', 'web-2', 'web-3'] },
+      { what: 'no endpoints: Rejected', from: 'default/cl-1', to: `${vip('empty', 4)}:80`, from_: fromPod('cl-1'), host: vip('empty', 4), port: 80, proto: 'tcp', verdict: 'Rejected' },
+      { what: 'iTP Local on a node without a local endpoint: Dropped', from: 'default/cl-1', to: `${vip('itp', 4)}:80`, from_: fromPod('cl-1'), host: vip('itp', 4), port: 80, proto: 'tcp', verdict: 'Dropped' },
+      { what: 'iTP Local with a local endpoint', from: 'default/cl-2', to: `${vip('itp', 4)}:80`, from_: fromPod('cl-2'), host: vip('itp', 4), port: 80, proto: 'tcp', verdict: 'Delivered', pods: ['itp-1'] },
+      { what: 'eTP Local NodePort on a node without a local endpoint, from outside: Dropped', from: CLIENT[4], to: `${nodeOf('n1').ip}:${nodePort('loc', 'http')}`, from_: fromClient, host: nodeOf('n1').ip, port: nodePort('loc', 'http'), proto: 'tcp', verdict: 'Dropped' },
+      { what: 'eTP Local NodePort on the node with the endpoint, from outside', from: CLIENT[4], to: `${nodeOf('n2').ip}:${nodePort('loc', 'http')}`, from_: fromClient, host: nodeOf('n2').ip, port: nodePort('loc', 'http'), proto: 'tcp', verdict: 'Delivered', pods: ['loc-1'] },
+      { what: 'pod IP on another node', from: 'default/cl-1', to: `${(await getPod('web-3')).status!.podIP!}:8080`, from_: fromPod('cl-1'), host: (await getPod('web-3')).status!.podIP!, port: 8080, proto: 'tcp', verdict: 'Delivered', pods: ['web-3'], node: 'n3' },
+    ];
+    for (const c of cases) {
+      const r = await traceCli(['--from', c.from, '--to', c.to, '--json']);
+      const result = JSON.parse(r.stdout || '{}') as TraceResultJson;
+      const pods = [...new Set((result.paths ?? []).map((p) => p.verdict.pod?.replace(/^default\//, '')).filter((x): x is string => !!x))].sort();
+      const real = c.proto === 'tcp' ? await tcp(c.from_, c.host, c.port, 1, 1500) : await udp(c.from_, c.host, c.port, 1, 1500);
+      const answered = parseReply(real[0]?.reply);
+      t.equal(result.verdict?.kind, c.verdict, `${c.what}: trace --from ${c.from} --to ${c.to} → ${result.verdict?.kind} (${result.verdict?.reason ?? r.stderr}) in ${result.tookMs} ms`);
+      t.equal(r.exitCode, c.verdict === 'Delivered' ? 0 : 1, `${c.what}: exit status ${r.exitCode}`);
+      if (c.pods) {
+        t.same(pods, c.pods, `${c.what}: the possible endpoints are ${c.pods.join(', ')}`);
+        const total = (result.paths ?? []).reduce((a, p) => a + p.probability, 0);
+        t.ok(Math.abs(total - 1) < 1e-6, `${c.what}: path probabilities sum to 1 (${total})`);
+        for (const p of result.paths ?? []) t.ok(Math.abs(p.probability - 1 / c.pods.length) < 0.001, `${c.what}: ${p.verdict.pod} with probability ${p.probability.toFixed(4)}`);
+        if (c.node) t.equal(result.paths?.[0]?.verdict.node, c.node, `${c.what}: delivered on ${c.node}`);
+      }
+      // The real connection agrees: delivered ⇔ an endpoint answered (from one of the traced pods).
+      if (c.verdict === 'Delivered') t.ok(answered && (c.pods ?? []).includes(answered.pod), `${c.what}: the real ${c.proto} connection reached ${answered?.pod ?? real[0]?.err}`);
+      else t.notOk(answered, `${c.what}: the real ${c.proto} connection did not reach an endpoint (${real[0]?.err ?? real[0]?.reply})`);
+      if (c.verdict === 'Rejected') {
+        t.equal(real[0]?.err, 'ECONNREFUSED', `${c.what}: the real connection was refused`);
+        t.ok(result.verdict?.at, `${c.what}: the verdict names the rule: ${result.verdict?.at}`);
+      }
+      if (c.verdict === 'Dropped') t.ok(result.verdict?.at, `${c.what}: the verdict names what dropped it: ${result.verdict?.at}`);
+      const hops = (result.paths?.[0]?.observations ?? []).map((x) => `${x.node}:${x.component}:${x.action}`);
+      t.comment(`${c.what}: ${hops.join(' → ')}`);
+    }
+    // Live: a real marked probe; its verdict agrees with the explanation, the kernel's own
+    // trace events are folded in (where the kernel has nf_tables), and no trace rule is left.
+    for (const c of cases.filter((x) => ['ClusterIP from a pod: every endpoint, a third each', 'no endpoints: Rejected', 'iTP Local on a node without a local endpoint: Dropped', 'UDP ClusterIP', 'pod IP on another node'].includes(x.what))) {
+      const r = await traceCli(['--from', c.from, '--to', c.to, '--json', '--live', '--timeout', '1500']);
+      const result = JSON.parse(r.stdout || '{}') as TraceResultJson & { mode?: string; probe?: { result: string; conntrack?: string[] } };
+      t.equal(result.verdict?.kind, c.verdict, `live ${c.what}: ${result.verdict?.kind} (${result.verdict?.reason ?? r.stderr}), probe ${result.probe?.result} in ${result.tookMs} ms`);
+      t.equal(result.paths?.length, 1, `live ${c.what}: one path, the one the probe took`);
+      const pod = result.paths?.[0]?.verdict.pod?.replace(/^default\//, '');
+      if (c.pods) t.ok(pod && c.pods.includes(pod), `live ${c.what}: delivered to ${pod}, one of the explained endpoints`);
+      const liveObs = (result.paths?.[0]?.observations ?? []).filter((o) => (o as { live?: boolean }).live);
+      if (nftables) t.ok(liveObs.length > 0, `live ${c.what}: ${liveObs.length} kernel trace events folded in (${[...new Set(liveObs.map((o) => o.node))].join(', ')})`);
+      if (c.verdict === 'Delivered' && c.proto === 'tcp') t.ok((result.probe?.conntrack ?? []).length > 0, `live ${c.what}: the probe's conntrack entries: ${(result.probe?.conntrack ?? [])[0] ?? 'none'}`);
+    }
+    const traceTables = async () => {
+      if (!nftables) return [];
+      const out: string[] = [];
+      for (const n of cluster.nodes) out.push(...(await text(n, 'nft', ['list', 'tables'])).split('\n').filter((l) => l.includes('podnet-trace-')).map((l) => `${n.name}: ${l}`));
+      return out;
+    };
+    t.same(await traceTables(), [], 'no trace table is left on any node after the live traces');
+    {
+      // Ctrl-C in the middle of a live trace (the probe of a dropped packet waits 5 s).
+      const itp = cases.find((x) => x.what.startsWith('iTP Local on a node without'))!;
+      const p = execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--from', itp.from, '--to', itp.to, '--live', '--timeout', '5000'], { reject: false, timeout: 30_000 });
+      let installed = false;
+      await waitFor(async () => (installed = (await traceTables()).length > 0) || !nftables, 5000, 'trace tables installed').catch(() => undefined);
+      if (nftables) t.ok(installed, 'the live trace installed its trace tables');
+      p.kill('SIGINT');
+      const done = await p;
+      t.equal(done.exitCode, 130, `SIGINT ends the trace with status 130 (${done.exitCode})`);
+      t.same(await traceTables(), [], 'no trace table is left on any node after SIGINT');
+    }
+    // Bad input: clear errors, exit status 2, no node asked.
+    for (const [args, want] of [
+      [['--from', 'default/nope', '--to', `${vip('web', 4)}:80`], /pod default\/nope not found/],
+      [['--from', 'default/cl-1', '--to', `${vip('web', 4)}:9999`], /does not serve 9999\/tcp/],
+      [['--from', 'default/cl-1', '--to', 'svc/default/web:9999'], /has no TCP port 9999/],
+      [['--from', '192.0.2.55', '--to', `${vip('web', 4)}:80`], /outside every known range/],
+      [['--from', 'default/cl-1', '--to', 'not-an-ip:80'], /not an IP address/],
+    ] as const) {
+      const r = await traceCli([...args]);
+      t.ok(r.exitCode === 2 && want.test(r.stderr), `trace ${args.join(' ')}: exit ${r.exitCode}, ${r.stderr.trim()}`);
+    }
+  });
+
   await feature('metrics: sync durations by mode, failures counter', async (t) => {
     for (const n of cluster.nodes) {
       const m = String((await inNs(n.netns.path, 'curl', ['-s', '-H', `Authorization: Bearer ${ADMIN_TOKEN}`, `http://${n.ip}:10260/metrics`])).stdout);

@@ -21,7 +21,7 @@ import { TransportController } from './transport.js';
 import { EventRecorder, eventSink } from './events.js';
 import { setupProxy } from './proxy.js';
 import type { AgentProxy } from './proxy.js';
-import { liveTrace, traceRoutes } from './trace.js';
+import { createAgentTrace } from './trace.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentConfig } from './config.js';
@@ -137,6 +137,9 @@ export class Agent {
       });
       this.reconciler = reconciler;
       let proxyRef: AgentProxy | undefined;
+      const trace = createAgentTrace({ nodeName: cfg.nodeName, backend: cfg.backend, proxyMode: cfg.proxyMode, host, records, bridge: BRIDGE, proxier: () => proxyRef?.proxier, masquerade: cfg.masquerade, log });
+      closers.push(() => trace.close());
+      await trace.sweep();
       const server = new AgentServer({
         listen: cfg.listen,
         metrics: this.metrics,
@@ -144,7 +147,7 @@ export class Agent {
         healthy: () => true,
         ready: () => this.ready,
         log,
-        routes: traceRoutes({ nodeName: cfg.nodeName, backend: cfg.backend, proxyMode: cfg.proxyMode, host, records, bridge: BRIDGE, proxier: () => proxyRef?.proxier, masquerade: cfg.masquerade, log, ...liveTrace() }),
+        routes: trace.routes,
       });
       await server.listen();
       closers.push(() => server.close());

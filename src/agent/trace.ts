@@ -16,10 +16,13 @@ import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { LbInterpreter } from '../trace/lb.js';
 import { createNftablesInterpreter } from '../trace/nftables.js';
+import { createIpvsInterpreter, kernelIpvsView } from '../trace/ipvs.js';
+import { createIptablesInterpreter, kernelIptablesView } from '../trace/iptables.js';
 import { kernelNftView } from '../trace/nftables-kernel.js';
 import { traceNode } from '../trace/node.js';
-import type { Directory, NodeEnv } from '../trace/node.js';
+import type { NodeEnv } from '../trace/node.js';
 import { parseNodeRequest } from '../trace/request.js';
+import { LiveTracer } from '../trace/live/agent.js';
 import type { Route } from './server.js';
 
 export interface AgentTraceOptions {
@@ -32,26 +35,27 @@ export interface AgentTraceOptions {
   proxier: () => Proxier | undefined;
   masquerade: boolean;
   log: Logger;
-  /** Live mode (probe + nftrace); undefined: /trace/live answers 501. */
-  live?: (env: NodeEnv, body: unknown) => Promise<unknown>;
 }
 
-/** Interpreters per proxy mode (iptables / ipvs are registered by their modules). */
+/** An interpreter over this node's kernel for one family's snapshot. */
 export type InterpreterFactory = (snapshot: ProxySnapshot, o: { masquerade: boolean }) => LbInterpreter;
-const factories = new Map<string, InterpreterFactory>();
 
-export function registerInterpreter(mode: ProxyModeName, f: InterpreterFactory): void {
-  factories.set(mode, f);
+/** What the agent keeps open for traces (the nf_tables socket), closed with the agent. */
+class Readers {
+  private nft: NftExecutor | undefined;
+  readonly factories = new Map<string, InterpreterFactory>([
+    ['nftables', (snapshot, o) => createNftablesInterpreter(kernelNftView({ reader: (this.nft ??= NftExecutor.open()), snapshot, egress: o.masquerade }))],
+    ['iptables', (snapshot) => createIptablesInterpreter(kernelIptablesView({ family: snapshot.family }), { family: snapshot.family, ...(snapshot.node.clusterCIDR ? { clusterCIDR: snapshot.node.clusterCIDR } : {}), nodeIPs: snapshot.node.nodeIPs })],
+    ['ipvs', (snapshot) => createIpvsInterpreter(kernelIpvsView({ family: snapshot.family, snapshot }), { family: snapshot.family, ...(snapshot.node.clusterCIDR ? { clusterCIDR: snapshot.node.clusterCIDR } : {}), nodeIPs: snapshot.node.nodeIPs })],
+  ]);
+  close(): void {
+    this.nft?.close();
+    this.nft = undefined;
+  }
 }
-
-let nft: NftExecutor | undefined;
-registerInterpreter('nftables', (snapshot, o) => {
-  nft ??= NftExecutor.open();
-  return createNftablesInterpreter(kernelNftView({ reader: nft, snapshot, egress: o.masquerade }));
-});
 
 /** The NodeEnv of this node for one trace request. */
-export function nodeEnv(o: AgentTraceOptions): NodeEnv {
+export function nodeEnv(o: AgentTraceOptions, factories: ReadonlyMap<string, InterpreterFactory>): NodeEnv {
   const snapshots = o.proxier()?.snapshots() ?? [];
   const lbs = new Map<number, LbInterpreter | undefined>();
   const links = new Map<string | number, Promise<Awaited<ReturnType<Netlink['links']['get']>>>>();
@@ -121,26 +125,31 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
-/** The /trace/* routes for the agent server. */
-export function traceRoutes(o: AgentTraceOptions): Map<string, Route> {
+export interface AgentTrace {
+  routes: Map<string, Route>;
+  /** Removes trace tables of an earlier (crashed) agent. */
+  sweep(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The /trace/* routes for the agent server, and what they hold open. */
+export function createAgentTrace(o: AgentTraceOptions): AgentTrace {
   const log = o.log.child({ component: 'trace' });
-  const handle = (live: boolean): Route => async (req, res, caller) => {
+  const readers = new Readers();
+  const live = new LiveTracer({
+    log,
+    podNetns: (namespace, name) => o.records.list().find((r) => r.kind === 'pod' && r.namespace === namespace && r.name === name)?.netnsPath,
+  });
+  const explain: Route = async (req, res, caller) => {
     if (req.method !== 'POST') return send(res, 405, { error: 'POST a trace request' });
-    let body: unknown;
     let parsed: ReturnType<typeof parseNodeRequest>;
     try {
-      body = await readJson(req);
-      parsed = parseNodeRequest(body);
+      parsed = parseNodeRequest(await readJson(req));
     } catch (e) {
       return send(res, 400, { error: formatError(e) });
     }
-    const env = nodeEnv(o);
     try {
-      if (live) {
-        if (!o.live) return send(res, 501, { error: 'live tracing is not available on this node' });
-        return send(res, 200, await o.live(env, parsed));
-      }
-      const stepResult = await traceNode(env, parsed as typeof parsed & { directory: Directory });
+      const stepResult = await traceNode(nodeEnv(o, readers.factories), parsed);
       log.info({ caller: caller.username, packet: parsed.packet, ingress: parsed.ingress.kind, outcomes: stepResult.outcomes.length, tookMs: stepResult.tookMs }, 'trace explain');
       return send(res, 200, stepResult);
     } catch (e) {
@@ -148,13 +157,32 @@ export function traceRoutes(o: AgentTraceOptions): Map<string, Route> {
       return send(res, 500, { error: formatError(e) });
     }
   };
-  return new Map([
-    ['/trace/explain', handle(false)],
-    ['/trace/live', handle(true)],
-  ]);
-}
-
-/** Live tracing (probe + nftrace); filled in by src/agent/trace-live.ts. */
-export function liveTrace(): Pick<AgentTraceOptions, 'live'> {
-  return {};
+  const liveRoute: Route = async (req, res, caller) => {
+    if (req.method !== 'POST') return send(res, 405, { error: 'POST a live trace request' });
+    let parsed: ReturnType<LiveTracer['parse']>;
+    try {
+      parsed = live.parse(await readJson(req));
+    } catch (e) {
+      return send(res, 400, { error: formatError(e) });
+    }
+    try {
+      const answer = await live.handle(parsed);
+      log.info({ caller: caller.username, phase: parsed.phase, id: parsed.id }, 'trace live');
+      return send(res, 200, answer);
+    } catch (e) {
+      log.warn({ err: formatError(e), phase: parsed.phase }, 'live trace failed');
+      return send(res, e instanceof PodnetError && e.code === ErrorCodes.INVALID_ARGUMENT ? 400 : 500, { error: formatError(e) });
+    }
+  };
+  return {
+    routes: new Map([
+      ['/trace/explain', explain],
+      ['/trace/live', liveRoute],
+    ]),
+    sweep: () => live.sweep(),
+    async close() {
+      await live.close();
+      readers.close();
+    },
+  };
 }

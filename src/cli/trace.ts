@@ -77,17 +77,29 @@ export function clientDeps(client: KubeClient, token: string | undefined): Trace
     nodes: async () => (await client.resource<Node>(RESOURCES.nodes).list()).items,
     pods: async () => (await client.resource<Pod>(RESOURCES.pods).list()).items,
     services: async () => (await client.resource<Service>(RESOURCES.services).list()).items,
-    async ask(node, path, body) {
-      const r = await request(`${node.url}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        body: JSON.stringify(body),
-        headersTimeout: 30_000,
-        bodyTimeout: 30_000,
-      });
-      const text = await r.body.text();
-      if (r.statusCode !== 200) throw new Error(`agent ${node.name} (${node.url}${path}) answered ${r.statusCode}: ${text.slice(0, 500)}`);
-      return JSON.parse(text) as NodeStep;
+    ask: (node, path, body) => post(node, path, body) as Promise<NodeStep>,
+    live: (node, body) => post(node, '/trace/live', body),
+    onInterrupt(stop) {
+      // Ctrl-C in a live trace: stop it on every node (removes the trace rules), then exit 130.
+      const handler = () => void stop().finally(() => process.exit(130));
+      process.once('SIGINT', handler);
+      process.once('SIGTERM', handler);
+      return () => {
+        process.off('SIGINT', handler);
+        process.off('SIGTERM', handler);
+      };
     },
   };
+  async function post(node: { name: string; url: string }, path: string, body: unknown): Promise<unknown> {
+    const r = await request(`${node.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
+    });
+    const text = await r.body.text();
+    if (r.statusCode !== 200) throw new Error(`agent ${node.name} (${node.url}${path}) answered ${r.statusCode}: ${text.slice(0, 500)}`);
+    return JSON.parse(text) as unknown;
+  }
 }

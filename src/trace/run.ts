@@ -14,6 +14,8 @@ import type { Directory, DirectoryNode } from './node.js';
 import { MAX_HOPS } from './node.js';
 import { makePacket, parseTarget } from './request.js';
 const nm = (o: { metadata: { name?: string } }): string => o.metadata.name ?? '';
+import type { LiveRequest, LiveStartAnswer, LiveProbeAnswer, LiveStopAnswer } from './live/agent.js';
+import type { TraceEvent } from './live/nftrace.js';
 import type { Ingress, NodeRequest, NodeStep, Observation, Packet, TracePath, TraceResult, Verdict } from './types.js';
 
 export interface TraceDeps {
@@ -22,6 +24,10 @@ export interface TraceDeps {
   services(): Promise<Service[]>;
   /** POSTs a request to a node's agent (`path` /trace/explain or /trace/live). */
   ask(node: AgentAddress, path: string, body: NodeRequest & { directory: Directory }): Promise<NodeStep>;
+  /** POSTs a live-trace phase (start / probe / stop) to a node's agent. */
+  live(node: AgentAddress, body: LiveRequest): Promise<unknown>;
+  /** Called once live tracing is installed: returns a function that stops it (Ctrl-C handling). */
+  onInterrupt?(stop: () => Promise<void>): () => void;
 }
 
 export interface AgentAddress {
@@ -109,8 +115,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     pods: pods.filter((p) => podIPs(p).length && !(p.spec?.hostNetwork ?? false)).map((p) => ({ namespace: p.metadata.namespace ?? 'default', name: nm(p), ips: podIPs(p), ...(p.spec?.nodeName ? { node: p.spec.nodeName } : {}) })),
   };
   const byName = new Map(nodes.map((n) => [nm(n), n]));
-  const path = o.live ? '/trace/live' : '/trace/explain';
-  const live = o.live ? { id: randomId(), dscp: LIVE_DSCP, timeoutMs: o.timeoutMs ?? 1000 } : undefined;
+  const path = '/trace/explain';
 
   // ---- follow the packet
   interface Pending {
@@ -124,7 +129,6 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
   }
   const paths: TracePath[] = [];
   const queue: Pending[] = [{ node: nm(start.node), ingress: start.ingress, packet, prob: 1, obs: [], hops: 0 }];
-  let probe: TraceResult['probe'];
   while (queue.length) {
     const p = queue.shift()!;
     const n = byName.get(p.node);
@@ -134,12 +138,11 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     }
     let step: NodeStep;
     try {
-      step = await deps.ask(agentAddress(n), path, { packet: p.packet, ingress: p.ingress, ...(live ? { live } : {}), directory });
+      step = await deps.ask(agentAddress(n), path, { packet: p.packet, ingress: p.ingress, directory });
     } catch (e) {
       paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', node: p.node, reason: `could not ask the agent on node ${p.node}: ${e instanceof Error ? e.message : String(e)}` } });
       continue;
     }
-    if (step.probe) probe = step.probe;
     for (const out of step.outcomes) {
       const prob = p.prob * out.probability;
       const obs = [...p.obs, ...out.observations];
@@ -156,15 +159,18 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     }
   }
   paths.sort((a, b) => b.probability - a.probability || (a.endpoint?.ip ?? '').localeCompare(b.endpoint?.ip ?? ''));
+  if (o.live) {
+    const l = await liveTrace({ deps, start, packet, paths, byName, timeoutMs: o.timeoutMs ?? 1000 });
+    return { schema: 'podnet.trace/v1', mode: 'live', from: start.fromText, to: o.to, packet, paths: [l.path], verdict: l.path.verdict, probe: l.probe, tookMs: Math.round(performance.now() - t0) };
+  }
   return {
     schema: 'podnet.trace/v1',
-    mode: o.live ? 'live' : 'explain',
+    mode: 'explain',
     from: start.fromText,
     to: o.to,
     packet,
     paths,
     verdict: overall(paths),
-    ...(probe ? { probe } : {}),
     tookMs: Math.round(performance.now() - t0),
   };
 }
@@ -229,4 +235,134 @@ function fromPod(pod: Pod, c: { nodes: Node[]; family: 4 | 6 }, text: string): S
   if (!src) throw bad('--from', `pod ${id} has no IPv${c.family} address yet`);
   if (pod.spec.hostNetwork) return { node: n, ingress: { kind: 'node' }, src, fromText: `${id} (host network)` };
   return { node: n, ingress: { kind: 'pod', namespace: pod.metadata.namespace ?? 'default', name: nm(pod) }, src, fromText: text };
+}
+
+// ---------------------------------------------------------------- live mode
+
+const nodesOf = (paths: readonly TracePath[], first: string): string[] => [...new Set([first, ...paths.flatMap((p) => p.observations.map((x) => x.node))])];
+
+/** The endpoint a conntrack line's reply direction names (`src=` of the reply tuple). */
+export function conntrackEndpoint(line: string): { ip: string; port: number } | undefined {
+  const src = [...line.matchAll(/\bsrc=(\S+)/g)].map((m) => m[1]!);
+  const sport = [...line.matchAll(/\bsport=(\d+)/g)].map((m) => Number(m[1]));
+  return src[1] && sport[1] !== undefined ? { ip: src[1], port: sport[1] } : undefined;
+}
+
+/** Kernel trace events as observations (our own trace table's events left out). */
+export function eventObservations(node: string, events: readonly TraceEvent[], packet: Packet): Observation[] {
+  const out: Observation[] = [];
+  const seen = new Set<string>();
+  for (const e of events) {
+    if (e.table.startsWith('podnet-trace-')) continue;
+    const where = `${e.family} ${e.table} ${e.chain}`;
+    if (e.kind === 'packet') {
+      if (seen.has(where)) continue;
+      seen.add(where);
+      const f = e.fields ?? {};
+      const addr = (k: string) => f[`ip ${k}`] ?? f[`ip6 ${k}`];
+      const dev = [f['iif'] ? `in ${f['iif'].replace(/"/g, '')}` : '', f['oif'] ? `out ${f['oif'].replace(/"/g, '')}` : ''].filter(Boolean).join(', ');
+      out.push({ node, component: 'Netfilter/LB', action: 'Received', detail: `kernel trace: the probe entered ${where}${dev ? ` (${dev})` : ''}: ${addr('saddr') ?? '?'} → ${addr('daddr') ?? '?'}`, where, packet, live: true });
+      continue;
+    }
+    const verdict = e.verdict ?? '';
+    out.push({ node, component: 'Netfilter/LB', action: e.kind === 'policy' ? 'Accepted' : 'Matched', detail: e.kind === 'policy' ? `kernel trace: ${where} policy ${verdict}` : `kernel trace: rule matched${verdict ? `, verdict ${verdict}` : ''}`, ...(e.rule ? { rule: e.rule } : {}), where, packet, live: true });
+  }
+  return out;
+}
+
+interface LiveInput {
+  deps: TraceDeps;
+  start: Start;
+  packet: Packet;
+  paths: TracePath[];
+  byName: Map<string, Node>;
+  timeoutMs: number;
+}
+
+/**
+ * Installs nftrace on every node the explained paths touch, sends the probe from the source,
+ * collects the events and conntrack entries, and folds them into the explained path the
+ * probe really took (the endpoint conntrack / IPVS names). Trace rules are removed in every
+ * case: a stop goes to every node that started, also after an error or Ctrl-C.
+ */
+async function liveTrace(x: LiveInput): Promise<{ path: TracePath; probe: NonNullable<TraceResult['probe']> }> {
+  const id = randomId();
+  const involved = nodesOf(x.paths, nm(x.start.node)).map((n) => x.byName.get(n)).filter((n): n is Node => !!n);
+  const started: AgentAddress[] = [];
+  const stops = new Map<string, LiveStopAnswer>();
+  const reasons: string[] = [];
+  let stopped = false;
+  const stopAll = async () => {
+    if (stopped) return;
+    stopped = true;
+    await Promise.all(
+      started.map(async (a) => {
+        try {
+          stops.set(a.name, (await x.deps.live(a, { phase: 'stop', id })) as LiveStopAnswer);
+        } catch (e) {
+          reasons.push(`stopping the trace on ${a.name}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }),
+    );
+  };
+  const release = x.deps.onInterrupt?.(stopAll);
+  let probe: LiveProbeAnswer['probe'];
+  try {
+    await Promise.all(
+      involved.map(async (n) => {
+        const a = agentAddress(n);
+        const ans = (await x.deps.live(a, { phase: 'start', id, family: x.packet.family, dscp: LIVE_DSCP, sport: x.packet.sport, proto: x.packet.proto })) as LiveStartAnswer;
+        started.push(a);
+        if (!ans.tracing && ans.reason) reasons.push(`${a.name}: ${ans.reason}`);
+      }),
+    );
+    const ing = x.start.ingress;
+    if (ing.kind !== 'pod' && ing.kind !== 'node') throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, '--live needs a pod or node source: podnet cannot send from outside the cluster');
+    const src = agentAddress(x.start.node);
+    probe = ((await x.deps.live(src, { phase: 'probe', id, dscp: LIVE_DSCP, timeoutMs: x.timeoutMs, packet: x.packet, source: ing.kind === 'pod' ? { kind: 'pod', namespace: ing.namespace, name: ing.name } : { kind: 'node' } })) as LiveProbeAnswer).probe;
+    // Events of the answer's last packets reach the monitors a moment later.
+    await new Promise((r) => setTimeout(r, 150));
+  } finally {
+    await stopAll();
+    release?.();
+  }
+  const conntrack = [...stops.entries()].flatMap(([n, s]) => s.conntrack.map((l) => `${n}: ${l}`));
+  const ipvs = [...stops.values()].flatMap((s) => s.ipvs ?? []);
+  for (const [n, s] of stops) if (s.reason) reasons.push(`${n}: ${s.reason}`);
+  // Which explained path did the probe take? The endpoint the source node's conntrack names.
+  const srcStop = stops.get(nm(x.start.node));
+  const ep = srcStop?.conntrack.map(conntrackEndpoint).find((e) => e && e.ip !== x.packet.dst) ?? undefined;
+  const chosen = (ep && x.paths.find((p) => p.endpoint?.ip === ep.ip && p.endpoint.port === ep.port)) || (x.paths.length === 1 ? x.paths[0] : undefined) || x.paths[0]!;
+  // Fold each node's kernel events in after that node's last explained observation.
+  const obs: Observation[] = [];
+  const lastIdx = new Map<string, number>();
+  chosen.observations.forEach((o, i) => lastIdx.set(o.node, i));
+  chosen.observations.forEach((o, i) => {
+    obs.push(o);
+    if (lastIdx.get(o.node) === i) obs.push(...eventObservations(o.node, stops.get(o.node)?.events ?? [], o.packet));
+  });
+  const verdict = liveVerdict(probe, chosen, ep, reasons);
+  return {
+    path: { probability: 1, ...(chosen.endpoint ? { endpoint: chosen.endpoint } : {}), observations: obs, verdict },
+    probe: { result: probe.result, ...(probe.rttMs !== undefined ? { rttMs: probe.rttMs } : {}), conntrack: [...conntrack, ...ipvs.map((l) => `ipvs: ${l}`)] },
+  };
+}
+
+/** The verdict of a live trace: what the probe saw, with the rule / route the explanation names. */
+function liveVerdict(probe: LiveProbeAnswer['probe'], chosen: TracePath, ep: { ip: string; port: number } | undefined, reasons: string[]): Verdict {
+  const ex = chosen.verdict;
+  const note = reasons.length ? ` (${reasons.join('; ')})` : '';
+  switch (probe.result) {
+    case 'connected':
+    case 'replied':
+      if (ex.kind === 'Delivered') return { ...ex, reason: `${ex.reason}; the probe was answered in ${probe.rttMs ?? '?'} ms${note}` };
+      return { kind: 'Delivered', ...(ep ? { address: `${ep.ip}:${ep.port}` } : {}), reason: `the probe was answered${ep ? ` by ${ep.ip}:${ep.port}` : ''} although the explanation says ${ex.kind}: ${ex.reason}${note}` };
+    case 'refused':
+      return { kind: 'Rejected', ...(ex.node ? { node: ex.node } : {}), at: ex.kind === 'Rejected' ? ex.at : probe.from ? `an ICMP error / reset from ${probe.from}` : 'a TCP reset', reason: `the probe was refused (${probe.errno ?? 'refused'}${probe.from ? ` from ${probe.from}` : ''})${ex.kind === 'Rejected' ? '' : `; the explanation says ${ex.kind}: ${ex.reason}`}${note}` };
+    case 'sent':
+      return { kind: 'Unknown', reason: `the probe got no answer within the timeout (UDP gives none when nothing replies); the explanation says ${ex.kind}: ${ex.reason}${note}` };
+    default:
+      if (ex.kind === 'Dropped' || ex.kind === 'Rejected' || ex.kind === 'ForwardedOutOfCluster') return { ...ex, reason: `${ex.reason}; the probe: ${probe.result}${probe.errno ? ` (${probe.errno})` : ''}${note}` };
+      return { kind: 'Dropped', reason: `the probe: ${probe.result}${probe.errno ? ` (${probe.errno})` : ''}${probe.mtu ? `, path MTU ${probe.mtu}` : ''}, although the explanation says ${ex.kind}${note}` };
+  }
 }
