@@ -11,7 +11,8 @@
 import t from 'tap';
 import { execa } from 'execa';
 import type { Condition, CoreEvent, KubeList, Node } from '../src/client/types.js';
-import { oneNodeCluster } from './lib/agents.js';
+import { CLI, oneNodeCluster } from './lib/agents.js';
+import { ADMIN_TOKEN } from './lib/api.js';
 import { Scope, insideOwnNetns, skipReason, waitFor } from './lib/harness.js';
 
 const skip = skipReason();
@@ -97,6 +98,17 @@ else if (await insideOwnNetns(import.meta.url, 'tr-notonlink')) {
     const again = (await eventsOnN1()).filter((e) => e.reason === 'NotOnLink');
     t.same(again.map((e) => e.count), [1], 'still one NotOnLink Event, count 1, after resyncs');
     t.equal(await routesTo(subnet), '', 'and still no route');
+  });
+
+  await t.test('podnet trace toward the off-link peer: Dropped at Routing on n1, saying NotOnLink', async (t) => {
+    const target = subnet.replace(/0\/24$/, '5');
+    const r = await execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--from', 'node/n1', '--to', `${target}/icmp`, '--json'], { reject: false, timeout: 30_000 });
+    const v = (JSON.parse(String(r.stdout) || '{}') as { verdict?: { kind: string; node?: string; reason: string; at?: string } }).verdict;
+    t.equal(v?.kind, 'Dropped', `trace node/n1 → ${target}: ${v?.kind} at ${v?.at}: ${v?.reason ?? String(r.stderr)}`);
+    t.equal(v?.node, 'n1', 'on n1');
+    t.match(v?.reason ?? '', /NotOnLink/, 'the reason says NotOnLink');
+    t.match(v?.reason ?? '', /n9/, 'and names the peer n9');
+    t.equal(r.exitCode, 1, 'exit status 1');
   });
 
   await t.test('the peer moves on-link (198.18.0.9): the route appears, condition True, a Normal Event TransportReady', async (t) => {

@@ -13,9 +13,9 @@ import { Cidr } from '../../src/util/ipnet.js';
 import { Scope, waitFor } from './harness.js';
 import { buildCluster } from './cluster.js';
 import type { VNode } from './cluster.js';
-import { startApi } from './api.js';
+import { ADMIN_TOKEN, startApi } from './api.js';
 import type { ApiProcess } from './api.js';
-import { startAgent } from './agents.js';
+import { CLI, startAgent } from './agents.js';
 import type { AgentProcess } from './agents.js';
 
 export interface SuiteOptions {
@@ -34,6 +34,13 @@ export interface Suite {
   agents: AgentProcess[];
   podIPs: (name: string) => Promise<string[]>;
   inPod: (pod: string, cmd: string, args: string[], input?: string) => ReturnType<typeof execa>;
+}
+
+/** The parts of `podnet trace --json` this suite reads. */
+interface TraceJson {
+  verdict?: { kind: string; reason: string; at?: string; node?: string; pod?: string };
+  paths?: { observations: { node: string; component: string; action: string; detail: string; transport?: Record<string, unknown> }[] }[];
+  probe?: { result: string };
 }
 
 const PODS = { a: 'n1', b: 'n1', c: 'n2', d: 'n2', e: 'n3', f: 'n3' } as const;
@@ -179,6 +186,79 @@ export async function transportSuite(t: Test, o: SuiteOptions): Promise<void> {
     t.equal(out, 'before\nafter-n1\nafter-n2\n', 'one connection carried data before and after each restart');
     t.equal(client.exitCode, null, 'it never closed');
     client.stdin!.end();
+  });
+
+  // `podnet trace` from the test's namespace (it reaches the api and every agent on the underlay).
+  const traceCli = async (args: string[]) => {
+    const r = await execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--json', ...args], { reject: false, timeout: 30_000 });
+    let result: TraceJson = {};
+    try {
+      result = JSON.parse(String(r.stdout)) as TraceJson;
+    } catch {
+      /* stderr says why */
+    }
+    return { code: r.exitCode ?? -1, result, stderr: String(r.stderr) };
+  };
+
+  await t.test(`trace across nodes over ${o.backend}: the transport hop, the MTU, explain = live = the real packet`, async (t) => {
+    const [eIP] = await podIPs('e');
+    const n3 = nodeOf('n3');
+    for (const live of [false, true]) {
+      const r = await traceCli(['--from', 'default/a', '--to', `${eIP}/icmp`, ...(live ? ['--live'] : [])]);
+      const v = r.result.verdict;
+      t.equal(v?.kind, 'Delivered', `${live ? 'live' : 'explain'} a → e (${eIP}): ${v?.kind} ${v?.reason ?? r.stderr}`);
+      t.equal(v?.pod, 'default/e', `${live ? 'live' : 'explain'}: delivered to pod e`);
+      t.equal(v?.node, 'n3', `${live ? 'live' : 'explain'}: on node n3`);
+      const obs = r.result.paths?.[0]?.observations ?? [];
+      const enc = obs.find((x) => x.component === 'Transport' && x.action === 'Encapsulated');
+      t.equal(enc?.node, 'n1', 'the transport hop is on n1');
+      t.equal(enc?.transport?.backend, o.backend, `the encapsulation: ${enc?.detail}`);
+      if (o.backend === 'vxlan') t.match(enc?.transport ?? {}, { vni: 1, port: 8472, outerDst: n3.ip, mtu: o.mtu }, 'VXLAN VNI 1 to n3 on port 8472, the device MTU');
+      if (o.backend === 'udp') t.match(enc?.transport ?? {}, { outerDst: n3.ip, port: 8285 }, 'UDP tunnel to n3 on port 8285');
+      if (o.backend === 'host-gw') t.match(enc?.transport ?? {}, { nextHop: n3.ip }, 'host-gw: the next hop is n3');
+      t.ok(obs.some((x) => x.node === 'n3' && x.component === 'Delivery'), 'n3 delivers it through its bridge');
+      if (live) t.equal(r.result.probe?.result, 'replied', 'live: the ICMP echo probe was answered');
+    }
+    const real = await ping(await netnsOf('a', 'n1'), eIP!);
+    t.equal(real.exitCode, 0, 'the real ping a → e is answered');
+    // The pod MTU: fits exactly; one byte more is refused at the source (as the real ping is).
+    const fits = await traceCli(['--from', 'default/a', '--to', `${eIP}/icmp`, '--size', String(o.mtu)]);
+    t.equal(fits.result.verdict?.kind, 'Delivered', `a ${o.mtu}-byte packet is delivered`);
+    const over = await traceCli(['--from', 'default/a', '--to', `${eIP}/icmp`, '--size', String(o.mtu + 1)]);
+    t.equal(over.result.verdict?.kind, 'Dropped', `a ${o.mtu + 1}-byte packet: ${over.result.verdict?.reason}`);
+    t.equal(over.code, 1, 'exit status 1 when not delivered');
+    const overReal = await ping(await netnsOf('a', 'n1'), eIP!, ['-M', 'do', '-s', String(o.mtu - 27)]);
+    t.not(overReal.exitCode, 0, 'and the real DF ping of that size is refused too');
+    // A pod whose MTU is too large for the transport: the node's transport hop drops it (frag needed).
+    const b = await netnsOf('b', 'n1');
+    await inPodNs(b, 'ip', ['link', 'set', 'eth0', 'mtu', '1500']);
+    try {
+      const big = await traceCli(['--from', 'default/b', '--to', `${eIP}/icmp`, '--size', String(o.mtu + 1)]);
+      t.equal(big.result.verdict?.kind, 'Dropped', `a packet too large for the ${o.backend} transport: ${big.result.verdict?.at} — ${big.result.verdict?.reason}`);
+      const bigReal = await ping(b, eIP!, ['-M', 'do', '-s', String(o.mtu - 27)]);
+      t.not(bigReal.exitCode, 0, 'the real oversized DF ping from a pod with MTU 1500 does not arrive');
+    } finally {
+      await inPodNs(b, 'ip', ['link', 'set', 'eth0', 'mtu', String(o.mtu)]);
+    }
+  });
+
+  await t.test('trace: a route deleted by hand shows as Dropped at Routing on the right node', async (t) => {
+    const n1 = nodeOf('n1');
+    const sub = (await api.call<Node>('GET', '/api/v1/nodes/n2')).body.spec!.podCIDRs![0]!;
+    const [cIP] = await podIPs('c');
+    let got: TraceJson['verdict'];
+    // The agent repairs the route at its next resync (2 s): delete and trace right away, a few times if the repair wins.
+    for (let i = 0; i < 5 && got?.kind !== 'Dropped'; i++) {
+      await execa('nsenter', ['--net=' + n1.netns.path, '--', 'ip', 'route', 'del', sub], { reject: false });
+      const real = await ping(await netnsOf('a', 'n1'), cIP!, ['-W', '1']);
+      got = (await traceCli(['--from', 'default/a', '--to', `${cIP}/icmp`])).result.verdict;
+      if (got?.kind === 'Dropped') t.not(real.exitCode, 0, 'the real ping fails while the route is gone');
+    }
+    t.equal(got?.kind, 'Dropped', `a → c with n1's route to ${sub} deleted: ${got?.kind} at ${got?.at}: ${got?.reason}`);
+    t.equal(got?.node, 'n1', 'on node n1, where the route is missing');
+    t.match(got?.reason ?? '', /n2/, "the reason names n2's pod subnet");
+    await waitFor(async () => (await traceCli(['--from', 'default/a', '--to', `${cIP}/icmp`])).result.verdict?.kind === 'Delivered', 10_000, 'the trace to deliver again after the repair');
+    t.pass('after the agent repaired the route, the trace delivers again');
   });
 
   await t.test('drift repair: a route deleted by hand is back after the next resync', async (t) => {

@@ -5,7 +5,7 @@
  * reading only what the packet touches — and answers with this node's NodeStep.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Netlink } from '../kernel/index.js';
+import { NetNS, Netlink } from '../kernel/index.js';
 import { NftExecutor } from '../kernel/nftables/executor.js';
 import type { SandboxRecords } from '../pods/records.js';
 import type { Proxier } from '../proxy/proxier.js';
@@ -95,7 +95,22 @@ export function nodeEnv(o: AgentTraceOptions, factories: ReadonlyMap<string, Int
       return o.records
         .list()
         .filter((r) => r.kind === 'pod' && r.namespace && r.name)
-        .map((r) => ({ namespace: r.namespace!, name: r.name!, hostVeth: r.hostVeth, addresses: r.addresses.map((a) => a.split('/')[0]!), mtu: r.mtu }));
+        .map((r) => ({ namespace: r.namespace!, name: r.name!, hostVeth: r.hostVeth, addresses: r.addresses.map((a) => a.split('/')[0]!), mtu: r.mtu, ifname: r.ifname }));
+    },
+    async podMtu(pod) {
+      const rec = o.records.list().find((r) => r.kind === 'pod' && r.namespace === pod.namespace && r.name === pod.name);
+      if (!rec) return undefined;
+      const ns = NetNS.open(rec.netnsPath);
+      try {
+        const nl = Netlink.open(ns);
+        try {
+          return (await nl.links.get(rec.ifname))?.mtu;
+        } finally {
+          nl.close();
+        }
+      } finally {
+        ns.close();
+      }
     },
     vxlan: { vni: VXLAN_VNI, port: VXLAN_DEFAULT_PORT, device: VXLAN_DEV },
     udp: { port: UDP_PORT, device: UDP_DEV },

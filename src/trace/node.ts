@@ -18,6 +18,8 @@ export interface DirectoryNode {
   name: string;
   addresses: string[];
   podCIDRs: string[];
+  /** The node's PodnetTransport condition when it is not True (e.g. NotOnLink naming a peer). */
+  transportProblem?: { reason: string; message: string };
 }
 
 /** A pod of the cluster (from the API): name and addresses. */
@@ -48,7 +50,9 @@ export interface NodeEnv {
   neighbours(dev: string): Promise<Neigh[]>;
   fdb(dev: string): Promise<FdbEntry[]>;
   /** The pods with a sandbox on this node (namespace/name, host veth, addresses). */
-  localPods(): Promise<{ namespace: string; name: string; hostVeth: string; addresses: string[]; mtu: number }[]>;
+  localPods(): Promise<{ namespace: string; name: string; hostVeth: string; addresses: string[]; mtu: number; ifname: string }[]>;
+  /** The MTU a pod's interface has now (read in its namespace: someone may have changed it). */
+  podMtu(pod: { namespace: string; name: string; ifname: string }): Promise<number | undefined>;
   /** The vxlan VNI and UDP port, the udp backend's port. */
   vxlan: { vni: number; port: number; device: string };
   udp: { port: number; device: string };
@@ -109,9 +113,11 @@ export async function traceNode(env: NodeEnv, req: NodeRequest & { directory: Di
       return step(env, t0, [{ probability: 1, observations: [ob({ component: 'Source', action: 'Unknown', detail: `pod ${ing.namespace}/${ing.name} has no sandbox on node ${node}`, packet: pkt })], verdict: { kind: 'Unknown', node, reason: `pod ${ing.namespace}/${ing.name} has no sandbox on node ${node}` } }]);
     }
     iif = env.bridge;
-    pre.push(ob({ component: 'Source', action: 'Sent', detail: `sent by pod ${ing.namespace}/${ing.name} (${me.addresses.join(', ')}) from eth0, MTU ${me.mtu}`, origin: [{ kind: 'Pod', namespace: ing.namespace, name: ing.name }], packet: pkt }));
-    if (pkt.size > me.mtu) {
-      return step(env, t0, [{ probability: 1, observations: [...pre, ob({ component: 'Source', action: 'Dropped', detail: `a ${pkt.size}-byte packet with DF does not fit the pod's MTU ${me.mtu}: the pod's own stack refuses it (EMSGSIZE)`, packet: pkt })], verdict: { kind: 'Dropped', node, at: `eth0 mtu ${me.mtu} (pod ${ing.namespace}/${ing.name})`, reason: `packet of ${pkt.size} bytes exceeds the pod MTU ${me.mtu}` } }]);
+    const mtu = (await env.podMtu(me).catch(() => undefined)) ?? me.mtu;
+    const changed = mtu !== me.mtu ? ` (podnet set ${me.mtu}: changed inside the pod)` : '';
+    pre.push(ob({ component: 'Source', action: 'Sent', detail: `sent by pod ${ing.namespace}/${ing.name} (${me.addresses.join(', ')}) from ${me.ifname}, MTU ${mtu}${changed}`, origin: [{ kind: 'Pod', namespace: ing.namespace, name: ing.name }], packet: pkt }));
+    if (pkt.size > mtu) {
+      return step(env, t0, [{ probability: 1, observations: [...pre, ob({ component: 'Source', action: 'Dropped', detail: `a ${pkt.size}-byte packet with DF does not fit the pod's MTU ${mtu}: the pod's own stack refuses it (EMSGSIZE)`, packet: pkt })], verdict: { kind: 'Dropped', node, at: `${me.ifname} mtu ${mtu} (pod ${ing.namespace}/${ing.name})`, reason: `packet of ${pkt.size} bytes exceeds the pod MTU ${mtu}` } }]);
     }
     pre.push(ob({ component: 'Bridge', action: 'Forwarded', detail: `through veth ${me.hostVeth} into bridge ${env.bridge} to the node's gateway address`, where: `${env.bridge} port ${me.hostVeth}`, packet: pkt }));
   } else if (ing.kind === 'node') {
@@ -160,10 +166,14 @@ async function afterLb(env: NodeEnv, req: NodeRequest & { directory: Directory }
   }
 
   const r = await env.route(pkt.dst, { ...(iif && req.ingress.kind !== 'node' ? { iif, src: pkt.src } : {}) });
+  const owner = req.directory.nodes.find((n) => n.name !== node && n.podCIDRs.some((c) => contains(c, pkt.dst)));
+  const ownerCidr = owner?.podCIDRs.find((c) => contains(c, pkt.dst));
+  const problem = req.directory.nodes.find((n) => n.name === node)?.transportProblem;
+  const why = problem ? `; node ${node} reports PodnetTransport=False ${problem.reason}: ${problem.message}` : '';
   if (!r || r.route.type === 'unreachable' || r.route.type === 'blackhole' || r.route.type === 'prohibit') {
     const text = r ? await routeText(env, r.entry ?? r.route) : `no route to ${pkt.dst}`;
-    ob({ component: 'Routing', action: 'Dropped', detail: r ? `the route to ${pkt.dst} is ${r.route.type}` : `node ${node} has no route to ${pkt.dst} (network unreachable)`, rule: text, where: 'main', packet: pkt });
-    return end({ kind: 'Dropped', node, at: text, reason: `no usable route to ${pkt.dst} on node ${node}` });
+    ob({ component: 'Routing', action: 'Dropped', detail: r ? `the route to ${pkt.dst} is ${r.route.type}` : `node ${node} has no route to ${pkt.dst} (network unreachable)${owner ? `: the route to node ${owner.name}'s pod subnet ${ownerCidr} is missing` : ''}${why}`, rule: text, where: 'main', packet: pkt });
+    return end({ kind: 'Dropped', node, at: text, reason: owner ? `no route to node ${owner.name}'s pod subnet ${ownerCidr} on node ${node}${why}` : `no usable route to ${pkt.dst} on node ${node}` });
   }
   const dev = r.route.devIndex !== undefined ? await env.link(r.route.devIndex) : undefined;
   const entryText = await routeText(env, r.entry ?? r.route);
@@ -251,9 +261,8 @@ async function afterLb(env: NodeEnv, req: NodeRequest & { directory: Directory }
   }
   if (inCluster) {
     // A pod subnet of another node, but the route does not lead to it (deleted route → default).
-    const owner = nodeBySubnet(pkt.dst);
-    ob({ component: 'Routing', action: 'Dropped', detail: `${pkt.dst} belongs to node ${owner}'s pod subnet but the route that matches does not lead there (${entryText}): the route to that subnet is missing`, rule: entryText, where: 'main', packet: pkt });
-    return end({ kind: 'Dropped', node, at: entryText, reason: `no route to node ${owner}'s pod subnet on node ${node}` });
+    ob({ component: 'Routing', action: 'Dropped', detail: `${pkt.dst} belongs to node ${owner?.name ?? '?'}'s pod subnet but the route that matches does not lead there (${entryText}): the route to that subnet is missing${why}`, rule: entryText, where: 'main', packet: pkt });
+    return end({ kind: 'Dropped', node, at: entryText, reason: `no route to node ${owner?.name ?? '?'}'s pod subnet ${ownerCidr ?? ''} on node ${node}${why}`.replace(/ {2,}/g, ' ') });
   }
   // ---- out of the cluster
   ob({ component: 'Routing', action: 'Routed', detail: `${pkt.dst} is outside the cluster: ${entryText}`, rule: entryText, where: 'main', packet: pkt });

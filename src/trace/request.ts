@@ -34,7 +34,7 @@ const schema = z.object({
   ingress,
   live: z.object({ id: z.string().regex(/^[a-z0-9]{1,16}$/), dscp: z.number().int().min(1).max(63), timeoutMs: z.number().int().min(1).max(30_000) }).optional(),
   directory: z.object({
-    nodes: z.array(z.object({ name, addresses: z.array(ip), podCIDRs: z.array(z.string()) })),
+    nodes: z.array(z.object({ name, addresses: z.array(ip), podCIDRs: z.array(z.string()), transportProblem: z.object({ reason: z.string().max(256), message: z.string().max(4096) }).optional() })),
     pods: z.array(z.object({ namespace: name, name, ips: z.array(ip), node: name.optional() })),
   }),
 });

@@ -111,7 +111,10 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
   const packet = makePacket({ src: start.src, dst, proto: target.proto, sport, dport: target.proto === 'icmp' ? 0 : dport, ...(o.size !== undefined ? { size: o.size } : {}) });
 
   const directory: Directory = {
-    nodes: nodes.map((n): DirectoryNode => ({ name: nm(n), addresses: addressesOf(n), podCIDRs: podCIDRsOf(n) })),
+    nodes: nodes.map((n): DirectoryNode => {
+      const c = n.status?.conditions?.find((x) => x.type === 'PodnetTransport' && x.status === 'False');
+      return { name: nm(n), addresses: addressesOf(n), podCIDRs: podCIDRsOf(n), ...(c ? { transportProblem: { reason: c.reason ?? '', message: c.message ?? '' } } : {}) };
+    }),
     pods: pods.filter((p) => podIPs(p).length && !(p.spec?.hostNetwork ?? false)).map((p) => ({ namespace: p.metadata.namespace ?? 'default', name: nm(p), ips: podIPs(p), ...(p.spec?.nodeName ? { node: p.spec.nodeName } : {}) })),
   };
   const byName = new Map(nodes.map((n) => [nm(n), n]));
