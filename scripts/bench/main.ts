@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   pods: () => import('./pods.js'),
   transport: () => import('./transport.js'),
   proxy: () => import('./proxy.js'),
+  trace: () => import('./trace.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -460,7 +460,7 @@ async function runInVm(o: Opts): Promise<void> {
 
 // ---------------------------------------------------------------- through the agents
 
-class ApiWriter {
+export class ApiWriter {
   private readonly d: Agent;
   constructor(private readonly api: ApiProcess, connections = 50) {
     this.d = new Agent({ connections, ...(api.certs ? { connect: { ca: api.certs.caPem } } : {}) });
@@ -481,7 +481,7 @@ class ApiWriter {
   }
 }
 
-async function pool(n: number, c: number, job: (i: number) => Promise<void>): Promise<void> {
+export async function pool(n: number, c: number, job: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(c, n) }, async () => {

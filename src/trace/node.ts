@@ -166,7 +166,7 @@ async function afterLb(env: NodeEnv, req: NodeRequest & { directory: Directory }
   }
 
   const r = await env.route(pkt.dst, { ...(iif && req.ingress.kind !== 'node' ? { iif, src: pkt.src } : {}) });
-  const owner = req.directory.nodes.find((n) => n.name !== node && n.podCIDRs.some((c) => contains(c, pkt.dst)));
+  const owner = req.directory.nodes.find((n) => n.podCIDRs.some((c) => contains(c, pkt.dst)));
   const ownerCidr = owner?.podCIDRs.find((c) => contains(c, pkt.dst));
   const problem = req.directory.nodes.find((n) => n.name === node)?.transportProblem;
   const why = problem ? `; node ${node} reports PodnetTransport=False ${problem.reason}: ${problem.message}` : '';
