@@ -227,6 +227,8 @@ export async function transportSuite(t: Test, o: SuiteOptions): Promise<void> {
     const over = await traceCli(['--from', 'default/a', '--to', `${eIP}/icmp`, '--size', String(o.mtu + 1)]);
     t.equal(over.result.verdict?.kind, 'Dropped', `a ${o.mtu + 1}-byte packet: ${over.result.verdict?.reason}`);
     t.equal(over.code, 1, 'exit status 1 when not delivered');
+    const overLive = await traceCli(['--from', 'default/a', '--to', `${eIP}/icmp`, '--size', String(o.mtu + 1), '--live']);
+    t.equal(overLive.result.verdict?.kind, 'Dropped', `live: the ${o.mtu + 1}-byte DF probe is not delivered either (probe ${overLive.result.probe?.result}): ${overLive.result.verdict?.reason}`);
     const overReal = await ping(await netnsOf('a', 'n1'), eIP!, ['-M', 'do', '-s', String(o.mtu - 27)]);
     t.not(overReal.exitCode, 0, 'and the real DF ping of that size is refused too');
     // A pod whose MTU is too large for the transport: the node's transport hop drops it (frag needed).

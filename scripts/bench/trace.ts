@@ -12,7 +12,12 @@
  * Baseline, same run, same node: what reading the rules by hand costs — `nft list ruleset`
  * (and `nft list table ip podnet`) in n1's namespace. Goals: explain ≤ 200 ms, live ≤ 2 s.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
+import { packageRoot } from '../../src/kernel/native.js';
+import { renderSvg } from '../../src/trace/render/svg.js';
+import { renderText } from '../../src/trace/render/text.js';
 import type { ResultPromise } from 'execa';
 import { KubeClient, configFromFlags } from '../../src/client/index.js';
 import type { Pod, Service } from '../../src/client/types.js';
@@ -230,6 +235,9 @@ async function runAll(o: Opts): Promise<void> {
       goals: { explainMs: 200, liveMs: 2000, explainMet: e.median <= 200, liveMet: stats(live).median <= 2000 },
     });
     log(`wrote ${file}`);
+    // What an operator sees, from this run (README quotes it).
+    writeFileSync(join(packageRoot, 'bench', 'results', 'trace-example.txt'), renderText(last, { color: false }) + '\n--- live ---\n' + (liveLast ? renderText(liveLast, { color: false }) : ''));
+    writeFileSync(join(packageRoot, 'bench', 'results', 'trace-example.svg'), renderSvg(last));
   } finally {
     await scope.cleanup();
   }

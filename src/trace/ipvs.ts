@@ -528,7 +528,19 @@ export function createIpvsInterpreter(view: IpvsView, o: IpvsInterpreterOptions)
       const rule = parse(line, table);
       if (typeof rule === 'string') return foreign(st, table, name, line, rule);
       const conditions = rule.matches.filter((m) => m.m !== 'comment');
-      if (builtin && !(rule.target.t === 'jump' && conditions.length === 0)) return foreign(st, table, name, line, 'podnet only jumps to its own chains from built-in chains');
+      if (builtin && !(rule.target.t === 'jump' && conditions.length === 0)) {
+        // Not podnet's: it matters only if it can match this packet (e.g. a foreign
+        // `-A INPUT -p tcp --dport 9998 -j ACCEPT` cannot match a packet to port 80).
+        let possible = true;
+        for (const m of rule.matches) {
+          if (!(await matches(m, st))) {
+            possible = false;
+            break;
+          }
+        }
+        if (possible) return foreign(st, table, name, line, 'a rule podnet did not write matches the packet in a built-in chain');
+        continue;
+      }
       let ok = true;
       for (const m of rule.matches) {
         if (!(await matches(m, st))) {

@@ -251,6 +251,20 @@ export function conntrackEndpoint(line: string): { ip: string; port: number } | 
   return src[1] && sport[1] !== undefined ? { ip: src[1], port: sport[1] } : undefined;
 }
 
+/**
+ * The real server of an /proc/net/ip_vs_conn line (`TCP 0A000001 9C40 0A60000A 0050 0AF40205 1F90 SYN_RECV 57`:
+ * DestIP and DPrt in hex; IPv6 addresses are printed as eight colon-separated groups).
+ */
+export function ipvsConnEndpoint(line: string): { ip: string; port: number } | undefined {
+  const c = line.trim().split(/\s+/);
+  const ip = c[5];
+  const port = c[6];
+  if (!ip || !port || !/^[0-9A-Fa-f]{1,4}$/.test(port)) return undefined;
+  if (/^[0-9A-Fa-f]{8}$/.test(ip)) return { ip: [0, 2, 4, 6].map((i) => parseInt(ip.slice(i, i + 2), 16)).join('.'), port: parseInt(port, 16) };
+  if (ip.includes(':')) return { ip: new URL(`http://[${ip.toLowerCase()}]/`).hostname.slice(1, -1), port: parseInt(port, 16) };
+  return undefined;
+}
+
 /** Kernel trace events as observations (our own trace table's events left out). */
 export function eventObservations(node: string, events: readonly TraceEvent[], packet: Packet): Observation[] {
   const out: Observation[] = [];
@@ -334,7 +348,7 @@ async function liveTrace(x: LiveInput): Promise<{ path: TracePath; probe: NonNul
   for (const [n, s] of stops) if (s.reason) reasons.push(`${n}: ${s.reason}`);
   // Which explained path did the probe take? The endpoint the source node's conntrack names.
   const srcStop = stops.get(nm(x.start.node));
-  const ep = srcStop?.conntrack.map(conntrackEndpoint).find((e) => e && e.ip !== x.packet.dst) ?? undefined;
+  const ep = srcStop?.conntrack.map(conntrackEndpoint).find((e) => e && e.ip !== x.packet.dst) ?? ipvs.map(ipvsConnEndpoint).find((e) => e !== undefined);
   const chosen = (ep && x.paths.find((p) => p.endpoint?.ip === ep.ip && p.endpoint.port === ep.port)) || (x.paths.length === 1 ? x.paths[0] : undefined) || x.paths[0]!;
   // Fold each node's kernel events in after that node's last explained observation.
   const obs: Observation[] = [];
@@ -359,7 +373,7 @@ function liveVerdict(probe: LiveProbeAnswer['probe'], chosen: TracePath, ep: { i
     case 'connected':
     case 'replied':
       if (ex.kind === 'Delivered') return { ...ex, reason: `${ex.reason}; the probe was answered in ${probe.rttMs ?? '?'} ms${note}` };
-      return { kind: 'Delivered', ...(ep ? { address: `${ep.ip}:${ep.port}` } : {}), reason: `the probe was answered${ep ? ` by ${ep.ip}:${ep.port}` : ''} although the explanation says ${ex.kind}: ${ex.reason}${note}` };
+      return { kind: 'Delivered', ...(chosen.endpoint?.pod ? { pod: chosen.endpoint.pod } : {}), ...(chosen.endpoint?.node ? { node: chosen.endpoint.node } : {}), ...(ep ? { address: `${ep.ip}:${ep.port}` } : {}), reason: `the probe was answered${ep ? ` by ${ep.ip}:${ep.port}` : ''} although the explanation says ${ex.kind}: ${ex.reason}${note}` };
     case 'refused':
       return { kind: 'Rejected', ...(ex.node ? { node: ex.node } : {}), at: ex.kind === 'Rejected' ? ex.at : probe.from ? `an ICMP error / reset from ${probe.from}` : 'a TCP reset', reason: `the probe was refused (${probe.errno ?? 'refused'}${probe.from ? ` from ${probe.from}` : ''})${ex.kind === 'Rejected' ? '' : `; the explanation says ${ex.kind}: ${ex.reason}`}${note}` };
     case 'sent':
