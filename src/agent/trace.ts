@@ -18,7 +18,12 @@ import type { LbInterpreter } from '../trace/lb.js';
 import { createNftablesInterpreter } from '../trace/nftables.js';
 import { createIpvsInterpreter, kernelIpvsView } from '../trace/ipvs.js';
 import { createIptablesInterpreter, kernelIptablesView } from '../trace/iptables.js';
-import { kernelNftView } from '../trace/nftables-kernel.js';
+import { kernelNftView, recogniseRule } from '../trace/nftables-kernel.js';
+import { execa } from 'execa';
+import { describeRule } from '../kernel/nftables/decode.js';
+import { NFTA_RULE, attrU64, parseAttrs } from '../kernel/nftables/nfnl.js';
+import { TABLE_NAME } from '../proxy/nftables/plan.js';
+import { renderRule } from '../proxy/nftables/render.js';
 import { traceNode } from '../trace/node.js';
 import type { NodeEnv } from '../trace/node.js';
 import { parseNodeRequest } from '../trace/request.js';
@@ -43,6 +48,9 @@ export type InterpreterFactory = (snapshot: ProxySnapshot, o: { masquerade: bool
 /** What the agent keeps open for traces (the nf_tables socket), closed with the agent. */
 class Readers {
   private nft: NftExecutor | undefined;
+  get executor(): NftExecutor {
+    return (this.nft ??= NftExecutor.open());
+  }
   readonly factories = new Map<string, InterpreterFactory>([
     ['nftables', (snapshot, o) => createNftablesInterpreter(kernelNftView({ reader: (this.nft ??= NftExecutor.open()), snapshot, egress: o.masquerade }))],
     ['iptables', (snapshot) => createIptablesInterpreter(kernelIptablesView({ family: snapshot.family }), { family: snapshot.family, ...(snapshot.node.clusterCIDR ? { clusterCIDR: snapshot.node.clusterCIDR } : {}), nodeIPs: snapshot.node.nodeIPs })],
@@ -151,9 +159,12 @@ export interface AgentTrace {
 export function createAgentTrace(o: AgentTraceOptions): AgentTrace {
   const log = o.log.child({ component: 'trace' });
   const readers = new Readers();
+  const ifnames = new Map<number, string>();
   const live = new LiveTracer({
     log,
     podNetns: (namespace, name) => o.records.list().find((r) => r.kind === 'pod' && r.namespace === namespace && r.name === name)?.netnsPath,
+    ifname: (index) => ifnames.get(index),
+    describe: (family, table, chain, handle) => describeTraced(o, readers, family, table, chain, handle),
   });
   const explain: Route = async (req, res, caller) => {
     if (req.method !== 'POST') return send(res, 405, { error: 'POST a trace request' });
@@ -181,6 +192,7 @@ export function createAgentTrace(o: AgentTraceOptions): AgentTrace {
       return send(res, 400, { error: formatError(e) });
     }
     try {
+      if (parsed.phase === 'start') for (const l of await o.host.links.list()) ifnames.set(l.index, l.name);
       const answer = await live.handle(parsed);
       log.info({ caller: caller.username, phase: parsed.phase, id: parsed.id }, 'trace live');
       return send(res, 200, answer);
@@ -200,4 +212,28 @@ export function createAgentTrace(o: AgentTraceOptions): AgentTrace {
       readers.close();
     },
   };
+}
+
+/**
+ * The rule a live trace event names, by handle: for podnet's own table the nft syntax of the
+ * planned rule it is (recognised like the explain view does), for iptables-nft's tables the
+ * `iptables -S` line at the same position, otherwise the kernel's expressions.
+ */
+async function describeTraced(o: AgentTraceOptions, readers: Readers, family: string, table: string, chain: string, handle: number): Promise<string | undefined> {
+  if (family !== 'ip' && family !== 'ip6') return undefined;
+  const payloads = await readers.executor.chainRules(family, table, chain);
+  const idx = payloads.findIndex((p) => attrU64(parseAttrs(p, 4).get(NFTA_RULE.HANDLE)) === handle);
+  if (idx < 0) return undefined;
+  const payload = payloads[idx]!;
+  if (table === TABLE_NAME) {
+    const snap = o.proxier()?.snapshots().find((x) => x.family === (family === 'ip' ? 4 : 6));
+    const rule = snap ? recogniseRule({ reader: readers.executor, snapshot: snap, egress: o.masquerade }, chain, payload) : undefined;
+    if (rule) return renderRule(rule, true, family);
+  } else if (['nat', 'filter', 'mangle', 'raw'].includes(table)) {
+    const r = await execa(family === 'ip' ? 'iptables' : 'ip6tables', ['-w', '5', '-t', table, '-S', chain], { reject: false, timeout: 10_000 });
+    const lines = String(r.stdout).split('\n').filter((l) => l.startsWith('-A '));
+    if (r.exitCode === 0 && lines.length === payloads.length && lines[idx]) return lines[idx];
+  }
+  const d = describeRule(payload);
+  return `${d.exprs.join(' ')}${d.comment ? ` comment "${d.comment}"` : ''}`;
 }

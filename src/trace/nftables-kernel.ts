@@ -84,8 +84,17 @@ export interface KernelViewOptions {
   egress: boolean;
 }
 
+/**
+ * A kernel rule of podnet's table in nft syntax when it is exactly one podnet plans for that
+ * chain (the live trace names the rules its events point at), else undefined.
+ */
+export function recogniseRule(o: KernelViewOptions, chain: string, payload: Buffer): NftRule | undefined {
+  const view = kernelNftView(o);
+  return view.recognise(chain, payload);
+}
+
 /** An NftView over the node's kernel table, recognising rules against the current plan. */
-export function kernelNftView(o: KernelViewOptions): NftView {
+export function kernelNftView(o: KernelViewOptions): NftView & { recognise(chain: string, payload: Buffer): NftRule | undefined } {
   const family: NftFamily = o.snapshot.family === 4 ? 'ip' : 'ip6';
   const node = o.snapshot.node;
   const base = planBaseObjects(node);
@@ -109,16 +118,21 @@ export function kernelNftView(o: KernelViewOptions): NftView {
     return base.chains.find((c) => c.name === name) ?? serviceOf(name)?.chains.find((c) => c.name === name);
   };
   const chains = new Map<string, Promise<ViewRule[] | undefined>>();
-  const readChain = async (name: string): Promise<ViewRule[] | undefined> => {
+  const knownRules = (name: string): Map<string, NftRule> => {
     const planned = plannedChain(name);
-    const payloads = await o.reader.chainRules(family, TABLE_NAME, name);
-    if (!payloads.length) return planned && planned.rules.length === 0 ? [] : undefined;
     const known = new Map<string, NftRule>();
     const setMap = sets();
     for (const r of planned?.rules ?? []) {
       const k = plannedKey(family, name, r, setMap);
       if (k) known.set(k, r);
     }
+    return known;
+  };
+  const readChain = async (name: string): Promise<ViewRule[] | undefined> => {
+    const planned = plannedChain(name);
+    const payloads = await o.reader.chainRules(family, TABLE_NAME, name);
+    if (!payloads.length) return planned && planned.rules.length === 0 ? [] : undefined;
+    const known = knownRules(name);
     return payloads.map((p) => {
       const rule = known.get(ruleKey(p));
       if (rule) return { rule };
@@ -128,6 +142,9 @@ export function kernelNftView(o: KernelViewOptions): NftView {
   };
   return {
     family,
+    recognise(name, payload) {
+      return knownRules(name).get(ruleKey(payload));
+    },
     chain(name) {
       let p = chains.get(name);
       if (!p) chains.set(name, (p = readChain(name)));

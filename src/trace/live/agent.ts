@@ -16,6 +16,7 @@ import type { Logger } from '../../util/log.js';
 import { NftTrace, sweepTraceTables } from './nftrace.js';
 import type { TraceEvent } from './nftrace.js';
 import { runProbe } from './probe.js';
+import { TraceListener } from './nftrace-netlink.js';
 import type { ProbeResult } from './probe.js';
 
 const id = z.string().regex(/^[a-z0-9]{1,16}$/, 'not a trace id ([a-z0-9]{1,16})');
@@ -57,10 +58,22 @@ export interface LiveTracerOptions {
   log: Logger;
   /** The network namespace of a pod on this node (its sandbox record). */
   podNetns(namespace: string, name: string): string | undefined;
+  /** The text of the rule an event names (by handle), as the kernel / its owner shows it. */
+  describe?(family: string, table: string, chain: string, handle: number): Promise<string | undefined>;
+  /** Interface names by index (for the events' iif / oif). */
+  ifname?(index: number): string | undefined;
+}
+
+interface Entry {
+  trace?: NftTrace;
+  listener?: TraceListener;
+  reason?: string;
+  timer: NodeJS.Timeout;
+  spec: { family: 4 | 6; proto: string; sport: number };
 }
 
 export class LiveTracer {
-  private readonly traces = new Map<string, { trace?: NftTrace; reason?: string; timer: NodeJS.Timeout; spec: { family: 4 | 6; proto: string; sport: number } }>();
+  private readonly traces = new Map<string, Entry>();
 
   constructor(private readonly o: LiveTracerOptions) {}
 
@@ -85,13 +98,18 @@ export class LiveTracer {
         if (this.traces.has(req.id)) throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, `live trace ${req.id} is already running on this node`);
         const timer = setTimeout(() => void this.stop(req.id, 'watchdog'), LIVE_WATCHDOG_MS);
         timer.unref();
-        const entry: { trace?: NftTrace; reason?: string; timer: NodeJS.Timeout; spec: { family: 4 | 6; proto: string; sport: number } } = { timer, spec: { family: req.family, proto: req.proto, sport: req.sport } };
+        const entry: Entry = { timer, spec: { family: req.family, proto: req.proto, sport: req.sport } };
         this.traces.set(req.id, entry);
         try {
-          entry.trace = await NftTrace.start({ id: req.id, family: req.family, dscp: req.dscp, sport: req.sport, proto: req.proto });
+          // Our own subscription first (nft's monitor would load the whole ruleset: seconds at
+          // 10,000 Services), then the trace table.
+          entry.listener = TraceListener.open(this.o.ifname);
+          entry.trace = await NftTrace.start({ id: req.id, family: req.family, dscp: req.dscp, sport: req.sport, proto: req.proto, monitor: false });
           this.o.log.info({ id: req.id, table: entry.trace.table }, 'live trace started');
           return { tracing: true };
         } catch (e) {
+          entry.listener?.close();
+          delete entry.listener;
           entry.reason = `no kernel trace events on this node: ${formatError(e)}`;
           this.o.log.warn({ id: req.id, err: formatError(e) }, 'live trace: nftrace unavailable');
           return { tracing: false, reason: entry.reason };
@@ -115,11 +133,29 @@ export class LiveTracer {
     if (!entry) return { events: [], conntrack: [], reason: `no live trace ${traceId} on this node (stopped already)` };
     this.traces.delete(traceId);
     clearTimeout(entry.timer);
-    const events = entry.trace ? await entry.trace.stop().catch(() => entry.trace!.events()) : [];
+    if (entry.trace) await entry.trace.stop({ settleMs: 0 }).catch((e: unknown) => this.o.log.warn({ id: traceId, err: formatError(e) }, 'removing the trace table failed'));
+    const events = entry.listener ? entry.listener.eventsOf(`podnet-trace-${traceId}`, entry.spec.family === 4 ? 'ip' : 'ip6') : [];
+    entry.listener?.close();
+    await this.name(events);
     if (why === 'watchdog') this.o.log.warn({ id: traceId }, 'live trace stopped by the watchdog (the CLI never asked)');
     const conntrack = await conntrackOf(entry.spec).catch(() => []);
     const ipvs = ipvsConnections(entry.spec.sport);
-    return { events, conntrack, ...(ipvs.length ? { ipvs } : {}), ...(entry.reason ? { reason: entry.reason } : {}) };
+    // The start answer said why there are no events; the stop answer does not repeat it.
+    return { events, conntrack, ...(ipvs.length ? { ipvs } : {}) };
+  }
+
+  /** Fills in the rule text of rule events, one chain read per chain. */
+  private async name(events: TraceEvent[]): Promise<void> {
+    if (!this.o.describe) return;
+    const cache = new Map<string, Promise<string | undefined>>();
+    for (const e of events) {
+      if (e.kind !== 'rule' || e.handle === undefined || e.rule) continue;
+      const k = `${e.family} ${e.table} ${e.chain} ${e.handle}`;
+      let p = cache.get(k);
+      if (!p) cache.set(k, (p = this.o.describe(e.family, e.table, e.chain, e.handle).catch(() => undefined)));
+      const text = await p;
+      if (text) e.rule = text;
+    }
   }
 
   /** Stops every trace (agent shutdown). */

@@ -83,6 +83,12 @@ export interface NftTraceOptions {
   netnsPath?: string;
   /** How long to wait for `nft monitor trace` to subscribe. Default 5000 ms. */
   readyTimeoutMs?: number;
+  /**
+   * Run `nft monitor trace` (default true). False: only the trace table; the caller reads the
+   * trace events itself (nftrace-netlink.ts) — nft's monitor loads the whole ruleset when it
+   * starts, which takes seconds with 10,000 Services.
+   */
+  monitor?: boolean;
 }
 
 const TABLE_PREFIX = 'podnet-trace-';
@@ -415,7 +421,7 @@ export class NftTrace {
     track(t);
     try {
       await t.install();
-      await t.startMonitor();
+      if (o.monitor !== false) await t.startMonitor();
     } catch (e) {
       await t.stop({ settleMs: 0 }).catch(() => undefined);
       throw e;
