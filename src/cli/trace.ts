@@ -9,6 +9,7 @@ import { Command, Option } from 'commander';
 import { request } from 'undici';
 import { KubeClient, RESOURCES, configFromFlags, loadKubeconfig } from '../client/index.js';
 import type { ClientConfig } from '../client/index.js';
+import { isNotFound } from '../client/errors.js';
 import { defaultKubeconfigPath } from '../client/kubeconfig.js';
 import type { Node, Pod, Service } from '../client/types.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
@@ -77,6 +78,14 @@ export function clientDeps(client: KubeClient, token: string | undefined): Trace
     nodes: async () => (await client.resource<Node>(RESOURCES.nodes).list()).items,
     pods: async () => (await client.resource<Pod>(RESOURCES.pods).list()).items,
     services: async () => (await client.resource<Service>(RESOURCES.services).list()).items,
+    async service(namespace, name) {
+      try {
+        return await client.resource<Service>(RESOURCES.services).get(namespace, name);
+      } catch (e) {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      }
+    },
     ask: (node, path, body) => post(node, path, body) as Promise<NodeStep>,
     live: (node, body) => post(node, '/trace/live', body),
     onInterrupt(stop) {

@@ -375,10 +375,8 @@ describe('traceNode: another node over the transport', () => {
     expect(enc.detail).toBe('UDP tunnel to node n3: outer 192.168.1.11 → 192.168.1.13:8285; MTU 1472');
   });
 
-  // BUG (reported): a route into the UDP tunnel for an address no node's pod subnet has
-  // leaves both outerDst and nextHop unset, and next() (node.ts) prints
-  // `next hop ${enc.outerDst ?? enc.nextHop}`: "next hop undefined is not a known node".
-  it.fails('udp: a destination in no pod subnet names the destination, not "undefined"', async () => {
+  // A route into the UDP tunnel for an address in no node's pod subnet has no peer: say so, not "undefined".
+  it('udp: a destination in no pod subnet names the destination, not "undefined"', async () => {
     const { env } = fakeEnv({ backend: 'udp', routes: () => route({ dst: '10.99.0.0/16', devIndex: 6, protocol: 222 }) });
     const out = (await traceNode(env, req(pkt('10.99.0.5')))).outcomes[0]!;
     expect(out.verdict?.kind).toBe('Unknown');

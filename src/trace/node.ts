@@ -219,8 +219,9 @@ async function afterLb(env: NodeEnv, req: NodeRequest & { directory: Directory }
       return end({ kind: 'Dropped', node, at: `${enc.device} mtu ${enc.mtu}`, reason: `packet of ${after.size} bytes is too large for the ${enc.backend} transport (MTU ${enc.mtu})` });
     }
     if (!toNode) {
-      ob({ component: 'Transport', action: 'Dropped', detail: `the next hop ${enc.outerDst ?? enc.nextHop} is not a node of the cluster`, transport: enc, packet: after });
-      return end({ kind: 'Unknown', node, at: entryText, reason: `next hop ${enc.outerDst ?? enc.nextHop} is not a known node` });
+      const hop = enc.outerDst ?? enc.nextHop ?? `the peer owning ${after.dst}`;
+      ob({ component: 'Transport', action: 'Unknown', detail: `${hop} is not a node of the cluster (${entryText}): where the packet goes from here is not known`, transport: enc, packet: after });
+      return end({ kind: 'Unknown', node, at: entryText, reason: `next hop ${hop} is not a known node` });
     }
     ob({ component: 'Transport', action: 'Encapsulated', detail: describeEnc(enc, toNode), rule: entryText, transport: enc, origin: [{ kind: 'Node', name: toNode }], packet: after });
     return { observations: obs, next: { node: toNode, packet: after, ingress: { kind: 'transport', fromNode: node } } };
@@ -252,6 +253,17 @@ async function afterLb(env: NodeEnv, req: NodeRequest & { directory: Directory }
     const peerAddr = req.directory.nodes.find((n) => n.name === peer)?.addresses.find((a) => (a.includes(':') ? 6 : 4) === 4);
     const enc: Encapsulation = { backend: 'udp', device: dev.name, port: env.udp.port, ...(peerAddr ? { outerDst: peerAddr, outerSrc: outAddrUnderlay(req, env.node, peerAddr) } : {}), mtu };
     return next(peer, enc, after);
+  }
+  const dstNode = nodeByAddress(pkt.dst);
+  if (dstNode && dstNode !== node) {
+    // Another node's own address (its NodePorts): over the underlay, where it arrives from outside.
+    ob({ component: 'Routing', action: 'Routed', detail: `${pkt.dst} is node ${dstNode}'s address: over the underlay`, rule: entryText, where: 'main', origin: [{ kind: 'Node', name: dstNode }], packet: pkt });
+    const after = await snat(outAddr);
+    if (after.size > mtu) {
+      ob({ component: 'Routing', action: 'Dropped', detail: `a ${after.size}-byte packet with DF exceeds the MTU ${mtu} of ${dev?.name ?? '?'}`, packet: after });
+      return end({ kind: 'Dropped', node, at: `${dev?.name ?? '?'} mtu ${mtu}`, reason: `packet of ${after.size} bytes exceeds MTU ${mtu}` });
+    }
+    return { observations: obs, next: { node: dstNode, packet: after, ingress: { kind: 'external' } } };
   }
   if (inCluster && r.route.via && nodeByAddress(r.route.via)) {
     ob({ component: 'Routing', action: 'Routed', detail: `${pkt.dst} is in node ${nodeByAddress(r.route.via)}'s pod subnet: straight to it on the underlay (host-gw)`, rule: entryText, where: 'main', packet: pkt });

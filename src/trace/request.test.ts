@@ -81,7 +81,8 @@ describe('parseTarget', () => {
     expect(errorOf(() => parseTarget('[fd00::1]:70000/udp')).message).toBe('--to: port 70000 is out of range 1-65535');
     const svc = errorOf(() => parseTarget('svc/default/web:70000'));
     expect(svc.context.field).toBe('--to');
-    expect(svc.message).toBe('--to: port 70000 is out of range');
+    expect(svc.message).toBe('--to: port 70000 is out of range 1-65535');
+    expect(errorOf(() => parseTarget('svc/default/web:0')).message).toBe('--to: port 0 is out of range 1-65535');
   });
 
   it('not an IP address', () => {

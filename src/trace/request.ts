@@ -76,7 +76,7 @@ export function parseTarget(text: string, field = '--to'): Target & { portName?:
     const portText = s[3];
     if (proto !== 'icmp' && portText === undefined) throw bad(field, `${JSON.stringify(text)} has no port (svc/NAMESPACE/NAME:PORT, PORT a number or a port name)`);
     const num = portText !== undefined && /^\d+$/.test(portText) ? Number(portText) : 0;
-    if (num > 65535) throw bad(field, `port ${num} is out of range`);
+    if (portText !== undefined && /^\d+$/.test(portText) && (num < 1 || num > 65535)) throw bad(field, `port ${num} is out of range 1-65535`);
     return { kind: 'service', namespace: s[1]!, name: s[2]!, port: num, proto, ...(portText !== undefined && !/^\d+$/.test(portText) ? { portName: portText } : {}) };
   }
   let host = body;

@@ -22,6 +22,8 @@ export interface TraceDeps {
   nodes(): Promise<Node[]>;
   pods(): Promise<Pod[]>;
   services(): Promise<Service[]>;
+  /** One Service by name (undefined when missing); without it, services() is searched. */
+  service?(namespace: string, name: string): Promise<Service | undefined>;
   /** POSTs a request to a node's agent (`path` /trace/explain or /trace/live). */
   ask(node: AgentAddress, path: string, body: NodeRequest & { directory: Directory }): Promise<NodeStep>;
   /** POSTs a live-trace phase (start / probe / stop) to a node's agent. */
@@ -78,8 +80,14 @@ interface Start {
 /** Runs a trace. Throws PodnetError (INVALID_ARGUMENT) for bad or unknown input before asking any node. */
 export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceResult> {
   const t0 = performance.now();
-  const [nodes, pods, services] = await Promise.all([deps.nodes(), deps.pods(), deps.services()]);
   const target = parseTarget(o.to);
+  // A Service by name needs only that Service; an address needs them all (is it a ClusterIP?).
+  const byName = target.kind === 'service' && deps.service;
+  const [nodes, pods, services] = await Promise.all([
+    deps.nodes(),
+    deps.pods(),
+    byName ? deps.service!(target.namespace!, target.name!).then((s) => (s ? [s] : [])) : deps.services(),
+  ]);
   if (o.srcPort !== undefined && (!Number.isInteger(o.srcPort) || o.srcPort < 1 || o.srcPort > 65535)) throw bad('--src-port', `${o.srcPort} is not a port (1-65535)`);
   if (o.size !== undefined && (!Number.isInteger(o.size) || o.size < 28 || o.size > 65535)) throw bad('--size', `${o.size} is not an IP packet size (28-65535 bytes)`);
 
@@ -91,7 +99,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     if (!svc) throw bad('--to', `Service ${target.namespace}/${target.name} not found`);
     const ips = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((x) => isIP(x));
     if (!ips.length) throw bad('--to', `Service ${target.namespace}/${target.name} has no ClusterIP (headless): trace a pod address instead`);
-    const port = (svc.spec?.ports ?? []).find((p) => (target.portName ? p.name === target.portName : p.port === target.port) && (p.protocol ?? 'TCP').toLowerCase() === target.proto);
+    const port = target.proto === 'icmp' ? { port: 0 } : (svc.spec?.ports ?? []).find((p) => (target.portName ? p.name === target.portName : p.port === target.port) && (p.protocol ?? 'TCP').toLowerCase() === target.proto);
     if (!port) throw bad('--to', `Service ${target.namespace}/${target.name} has no ${target.proto.toUpperCase()} port ${target.portName ?? target.port} (it serves ${(svc.spec?.ports ?? []).map((p) => `${p.name ? `${p.name}=` : ''}${p.port}/${(p.protocol ?? 'TCP').toLowerCase()}`).join(', ') || 'no ports'})`);
     dst = ips[0]!;
     dport = port.port;
@@ -117,7 +125,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     }),
     pods: pods.filter((p) => podIPs(p).length && !(p.spec?.hostNetwork ?? false)).map((p) => ({ namespace: p.metadata.namespace ?? 'default', name: nm(p), ips: podIPs(p), ...(p.spec?.nodeName ? { node: p.spec.nodeName } : {}) })),
   };
-  const byName = new Map(nodes.map((n) => [nm(n), n]));
+  const nodeByName = new Map(nodes.map((n) => [nm(n), n]));
   const path = '/trace/explain';
 
   // ---- follow the packet
@@ -134,7 +142,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
   const queue: Pending[] = [{ node: nm(start.node), ingress: start.ingress, packet, prob: 1, obs: [], hops: 0 }];
   while (queue.length) {
     const p = queue.shift()!;
-    const n = byName.get(p.node);
+    const n = nodeByName.get(p.node);
     if (!n) {
       paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', reason: `node ${p.node} is not in the API` } });
       continue;
@@ -146,6 +154,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
       paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', node: p.node, reason: `could not ask the agent on node ${p.node}: ${e instanceof Error ? e.message : String(e)}` } });
       continue;
     }
+    if (!step.outcomes.length) paths.push({ probability: p.prob, ...(p.endpoint ? { endpoint: p.endpoint } : {}), observations: p.obs, verdict: { kind: 'Unknown', node: p.node, reason: `node ${p.node} answered with no outcome` } });
     for (const out of step.outcomes) {
       const prob = p.prob * out.probability;
       const obs = [...p.obs, ...out.observations];
@@ -163,7 +172,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
   }
   paths.sort((a, b) => b.probability - a.probability || (a.endpoint?.ip ?? '').localeCompare(b.endpoint?.ip ?? ''));
   if (o.live) {
-    const l = await liveTrace({ deps, start, packet, paths, byName, timeoutMs: o.timeoutMs ?? 1000 });
+    const l = await liveTrace({ deps, start, packet, paths, byName: nodeByName, timeoutMs: o.timeoutMs ?? 1000 });
     return { schema: 'podnet.trace/v1', mode: 'live', from: start.fromText, to: o.to, packet, paths: [l.path], verdict: l.path.verdict, probe: l.probe, tookMs: Math.round(performance.now() - t0) };
   }
   return {
@@ -214,6 +223,7 @@ function resolveFrom(text: string, c: { nodes: Node[]; pods: Pod[]; family: 4 | 
     const pod = c.pods.find((p) => podIPs(p).includes(text) && !(p.spec?.hostNetwork ?? false));
     if (pod) return fromPod(pod, c, text);
     const n = c.nodes.find((x) => addressesOf(x).includes(text));
+    if (n && isIP(text) !== c.family) throw bad('--from', `${text} (node ${nm(n)}) is IPv${isIP(text)} but the destination ${c.dst} is IPv${c.family}`);
     if (n) return { node: n, ingress: { kind: 'node' }, src: text, fromText: `node/${nm(n)} (${text})` };
     if (c.nodes.some((x) => podCIDRsOf(x).some((cidr) => inCidr(cidr, text)))) throw bad('--from', `${text} is in a node's pod subnet but no pod has it`);
     if (isIP(text) !== c.family) throw bad('--from', `${text} is IPv${isIP(text)} but the destination ${c.dst} is IPv${c.family}`);
@@ -282,7 +292,9 @@ export function eventObservations(node: string, events: readonly TraceEvent[], p
       continue;
     }
     const verdict = e.verdict ?? '';
-    out.push({ node, component: 'Netfilter/LB', action: e.kind === 'policy' ? 'Accepted' : 'Matched', detail: e.kind === 'policy' ? `kernel trace: ${where} policy ${verdict}` : `kernel trace: rule matched${verdict ? `, verdict ${verdict}` : ''}`, ...(e.rule ? { rule: e.rule } : {}), where, packet, live: true });
+    const action = e.kind === 'policy' ? (verdict === 'drop' ? 'Dropped' : 'Accepted') : e.kind === 'verdict' ? 'Returned' : 'Matched';
+    const detail = e.kind === 'policy' ? `kernel trace: ${where} policy ${verdict}` : e.kind === 'verdict' ? `kernel trace: end of ${where}${verdict ? `, ${verdict}` : ''}` : `kernel trace: rule matched${verdict ? `, verdict ${verdict}` : ''}`;
+    out.push({ node, component: 'Netfilter/LB', action, detail, ...(e.rule ? { rule: e.rule } : {}), where, packet, live: true });
   }
   return out;
 }
@@ -324,8 +336,11 @@ async function liveTrace(x: LiveInput): Promise<{ path: TracePath; probe: NonNul
   };
   const release = x.deps.onInterrupt?.(stopAll);
   let probe: LiveProbeAnswer['probe'];
+  const ing = x.start.ingress;
+  if (ing.kind !== 'pod' && ing.kind !== 'node') throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, '--live needs a pod or node source: podnet cannot send from outside the cluster', { field: '--from' });
   try {
-    await Promise.all(
+    // Every start settles before any error is thrown, so that each node that did start is stopped.
+    const results = await Promise.allSettled(
       involved.map(async (n) => {
         const a = agentAddress(n);
         const ans = (await x.deps.live(a, { phase: 'start', id, family: x.packet.family, dscp: LIVE_DSCP, sport: x.packet.sport, proto: x.packet.proto })) as LiveStartAnswer;
@@ -333,8 +348,8 @@ async function liveTrace(x: LiveInput): Promise<{ path: TracePath; probe: NonNul
         if (!ans.tracing && ans.reason) reasons.push(`${a.name}: ${ans.reason}`);
       }),
     );
-    const ing = x.start.ingress;
-    if (ing.kind !== 'pod' && ing.kind !== 'node') throw new PodnetError(ErrorCodes.INVALID_ARGUMENT, '--live needs a pod or node source: podnet cannot send from outside the cluster');
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     const src = agentAddress(x.start.node);
     probe = ((await x.deps.live(src, { phase: 'probe', id, dscp: LIVE_DSCP, timeoutMs: x.timeoutMs, packet: x.packet, source: ing.kind === 'pod' ? { kind: 'pod', namespace: ing.namespace, name: ing.name } : { kind: 'node' } })) as LiveProbeAnswer).probe;
     // Events of the answer's last packets reach the monitors a moment later.
@@ -358,7 +373,7 @@ async function liveTrace(x: LiveInput): Promise<{ path: TracePath; probe: NonNul
     obs.push(o);
     if (lastIdx.get(o.node) === i) obs.push(...eventObservations(o.node, stops.get(o.node)?.events ?? [], o.packet));
   });
-  const verdict = liveVerdict(probe, chosen, ep, reasons);
+  const verdict = liveVerdict(probe, chosen, ep, [...new Set(reasons)]);
   return {
     path: { probability: 1, ...(chosen.endpoint ? { endpoint: chosen.endpoint } : {}), observations: obs, verdict },
     probe: { result: probe.result, ...(probe.rttMs !== undefined ? { rttMs: probe.rttMs } : {}), conntrack: [...conntrack, ...ipvs.map((l) => `ipvs: ${l}`)] },
