@@ -36,7 +36,7 @@ export type ProxyModeName = 'nftables' | 'iptables' | 'ipvs';
 /** The parts of `podnet trace --json` (src/trace/types.ts TraceResult) the suite reads. */
 interface TraceResultJson {
   verdict?: { kind: string; reason: string; at?: string; node?: string; pod?: string };
-  paths?: { probability: number; verdict: { kind: string; pod?: string; node?: string }; observations: { node: string; component: string; action: string }[] }[];
+  paths?: { probability: number; verdict: { kind: string; pod?: string; node?: string }; observations: { node: string; component: string; action: string; origin?: { kind: string; name: string }[] }[] }[];
   tookMs?: number;
 }
 
@@ -898,6 +898,8 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
         t.ok(Math.abs(total - 1) < 1e-6, `${c.what}: path probabilities sum to 1 (${total})`);
         for (const p of result.paths ?? []) t.ok(Math.abs(p.probability - 1 / c.pods.length) < 0.001, `${c.what}: ${p.verdict.pod} with probability ${p.probability.toFixed(4)}`);
         if (c.node) t.equal(result.paths?.[0]?.verdict.node, c.node, `${c.what}: delivered on ${c.node}`);
+        const dnat = (result.paths ?? []).flatMap((p) => p.observations).filter((x) => x.action === 'DNAT');
+        if (dnat.length) t.ok(dnat.every((x) => x.origin?.some((g) => g.kind === 'Service') && x.origin.some((g) => g.kind === 'EndpointSlice')), `${c.what}: every DNAT names its Service and EndpointSlice (${[...new Set(dnat.flatMap((x) => (x.origin ?? []).map((g) => `${g.kind} ${g.name}`)))].join(', ')})`);
       }
       // The real connection agrees: delivered ⇔ an endpoint answered (from one of the traced pods).
       if (c.verdict === 'Delivered') t.ok(answered && (c.pods ?? []).includes(answered.pod), `${c.what}: the real ${c.proto} connection reached ${answered?.pod ?? real[0]?.err}`);

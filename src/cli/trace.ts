@@ -11,7 +11,7 @@ import { KubeClient, RESOURCES, configFromFlags, loadKubeconfig } from '../clien
 import type { ClientConfig } from '../client/index.js';
 import { isNotFound } from '../client/errors.js';
 import { defaultKubeconfigPath } from '../client/kubeconfig.js';
-import type { Node, Pod, Service } from '../client/types.js';
+import type { EndpointSlice, Node, Pod, Service } from '../client/types.js';
 import { ErrorCodes, PodnetError, formatError } from '../util/errors.js';
 import { renderSvg } from '../trace/render/svg.js';
 import { renderText } from '../trace/render/text.js';
@@ -78,6 +78,7 @@ export function clientDeps(client: KubeClient, token: string | undefined): Trace
     nodes: async () => (await client.resource<Node>(RESOURCES.nodes).list()).items,
     pods: async () => (await client.resource<Pod>(RESOURCES.pods).list()).items,
     services: async () => (await client.resource<Service>(RESOURCES.services).list()).items,
+    slices: async (namespace, service) => (await client.resource<EndpointSlice>(RESOURCES.endpointslices).list({ namespace, labelSelector: `kubernetes.io/service-name=${service}` })).items,
     async service(namespace, name) {
       try {
         return await client.resource<Service>(RESOURCES.services).get(namespace, name);

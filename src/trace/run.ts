@@ -7,7 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { randomInt } from 'node:crypto';
-import type { Node, Pod, Service } from '../client/types.js';
+import type { EndpointSlice, Node, Pod, Service } from '../client/types.js';
 import { Cidr } from '../util/ipnet.js';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
 import type { Directory, DirectoryNode } from './node.js';
@@ -22,6 +22,8 @@ export interface TraceDeps {
   nodes(): Promise<Node[]>;
   pods(): Promise<Pod[]>;
   services(): Promise<Service[]>;
+  /** The EndpointSlices of a Service (label kubernetes.io/service-name): they name the endpoints' slices. */
+  slices?(namespace: string, service: string): Promise<EndpointSlice[]>;
   /** One Service by name (undefined when missing); without it, services() is searched. */
   service?(namespace: string, name: string): Promise<Service | undefined>;
   /** POSTs a request to a node's agent (`path` /trace/explain or /trace/live). */
@@ -171,6 +173,7 @@ export async function runTrace(o: TraceOptions, deps: TraceDeps): Promise<TraceR
     }
   }
   paths.sort((a, b) => b.probability - a.probability || (a.endpoint?.ip ?? '').localeCompare(b.endpoint?.ip ?? ''));
+  await nameSlices(paths, deps);
   if (o.live) {
     const l = await liveTrace({ deps, start, packet, paths, byName: nodeByName, timeoutMs: o.timeoutMs ?? 1000 });
     return { schema: 'podnet.trace/v1', mode: 'live', from: start.fromText, to: o.to, packet, paths: [l.path], verdict: l.path.verdict, probe: l.probe, tookMs: Math.round(performance.now() - t0) };
@@ -396,5 +399,23 @@ function liveVerdict(probe: LiveProbeAnswer['probe'], chosen: TracePath, ep: { i
     default:
       if (ex.kind === 'Dropped' || ex.kind === 'Rejected' || ex.kind === 'ForwardedOutOfCluster') return { ...ex, reason: `${ex.reason}; the probe: ${probe.result}${probe.errno ? ` (${probe.errno})` : ''}${note}` };
       return { kind: 'Dropped', reason: `the probe: ${probe.result}${probe.errno ? ` (${probe.errno})` : ''}${probe.mtu ? `, path MTU ${probe.mtu}` : ''}, although the explanation says ${ex.kind}${note}` };
+  }
+}
+
+/** Adds the EndpointSlice each DNAT's endpoint came from to that observation's origins. */
+async function nameSlices(paths: TracePath[], deps: TraceDeps): Promise<void> {
+  if (!deps.slices) return;
+  const cache = new Map<string, Promise<EndpointSlice[]>>();
+  for (const p of paths) {
+    for (const o of p.observations) {
+      if (o.action !== 'DNAT' || !o.origin) continue;
+      const svc = o.origin.find((x) => x.kind === 'Service');
+      if (!svc?.namespace || o.origin.some((x) => x.kind === 'EndpointSlice')) continue;
+      const key = `${svc.namespace}/${svc.name}`;
+      let sl = cache.get(key);
+      if (!sl) cache.set(key, (sl = deps.slices(svc.namespace, svc.name).catch(() => [])));
+      const slice = (await sl).find((s) => (s.endpoints ?? []).some((e) => e.addresses.includes(o.packet.dst)));
+      if (slice) o.origin = [...o.origin, { kind: 'EndpointSlice', namespace: svc.namespace, name: slice.metadata.name ?? '' }];
+    }
   }
 }
