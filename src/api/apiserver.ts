@@ -35,6 +35,8 @@ export type { ControllerName, Listen } from './options.js';
 export interface ApiServerOptions {
   store: { kind: 'sqlite'; dataDir: string } | { kind: 'etcd'; endpoints: string[]; prefix?: string };
   listen: Listen;
+  /** More addresses serving the same API (e.g. a unix socket next to a loopback port). */
+  alsoListen?: Listen[];
   tls?: { certFile: string; keyFile: string };
   serviceCIDRs: Cidr[];
   nodePortRange: { min: number; max: number };
@@ -52,6 +54,7 @@ export interface ApiServerOptions {
 
 export class ApiServer {
   private server: Server | undefined;
+  private readonly extraServers: Server[] = [];
   private store: Store | undefined;
   private registry: Registry | undefined;
   private readonly stops: (() => void)[] = [];
@@ -63,7 +66,7 @@ export class ApiServer {
   async start(): Promise<void> {
     const o = this.opts;
     const log = o.log;
-    if (o.anonymousAdmin && !isLoopbackListen(o.listen)) {
+    if (o.anonymousAdmin && ![o.listen, ...(o.alsoListen ?? [])].every(isLoopbackListen)) {
       throw new Error('--allow-anonymous-admin is only allowed when listening on a loopback address or a unix socket');
     }
     const tokens = o.tokenFile ? TokenAuthenticator.fromFile(o.tokenFile) : undefined;
@@ -113,18 +116,22 @@ export class ApiServer {
 
     const metrics = new ApiMetrics({ processMetrics: true });
     const handler = createHandler({ registry, tokens, anonymousAdmin: o.anonymousAdmin ?? false, log: log.child({ component: 'http' }), metrics, ...(o.bookmarkIntervalMs ? { bookmarkIntervalMs: o.bookmarkIntervalMs } : {}), ready: () => this.readyFlag });
-    this.server = o.tls ? createHttpsServer({ cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }, handler) : createHttpServer(handler);
-    this.server.keepAliveTimeout = 65_000;
-    this.server.headersTimeout = 66_000;
-    this.server.requestTimeout = 0; // watches are long
-    const server = this.server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      if ('socketPath' in o.listen) {
-        rmSync(o.listen.socketPath, { force: true });
-        server.listen(o.listen.socketPath, () => resolve());
-      } else server.listen(o.listen.port, o.listen.host, () => resolve());
-    });
+    const serve = async (listen: Listen): Promise<Server> => {
+      const server = o.tls ? createHttpsServer({ cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }, handler) : createHttpServer(handler);
+      server.keepAliveTimeout = 65_000;
+      server.headersTimeout = 66_000;
+      server.requestTimeout = 0; // watches are long
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        if ('socketPath' in listen) {
+          rmSync(listen.socketPath, { force: true });
+          server.listen(listen.socketPath, () => resolve());
+        } else server.listen(listen.port, listen.host, () => resolve());
+      });
+      return server;
+    };
+    this.server = await serve(o.listen);
+    for (const l of o.alsoListen ?? []) this.extraServers.push(await serve(l));
     this.readyFlag = true;
     log.info({ listen: this.url, store: this.store.backend, serviceCIDRs: o.serviceCIDRs.map(String), tls: !!o.tls }, 'podnet api serving');
   }
@@ -181,8 +188,7 @@ export class ApiServer {
   async stop(): Promise<void> {
     this.readyFlag = false;
     for (const s of this.stops.splice(0).reverse()) s();
-    if (this.server) {
-      const server = this.server;
+    for (const server of [...(this.server ? [this.server] : []), ...this.extraServers.splice(0)]) {
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
     }

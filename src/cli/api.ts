@@ -13,6 +13,7 @@ export function apiCommand(): Command {
   return new Command('api')
     .description('run the podnet API server (Kubernetes wire format: Namespace, Node, Pod, Service, EndpointSlice, Lease)')
     .option('--listen <addr>', 'HOST:PORT or unix:/path to serve on', '127.0.0.1:6443')
+    .option('--also-listen <addr>', 'another HOST:PORT or unix:/path serving the same API (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--data-dir <dir>', 'embedded SQLite store directory', '/var/lib/podnet/api')
     .option('--etcd-servers <urls>', 'use etcd v3 instead of SQLite: comma-separated client URLs')
     .option('--etcd-prefix <prefix>', 'key prefix in etcd (several clusters can share one etcd)', '')
@@ -28,7 +29,7 @@ export function apiCommand(): Command {
     .option('--event-ttl <duration>', 'how long Events are kept after they last happened', '1h')
     .option('--watch-cache-size <n>', 'events kept for watches to resume from', '20000')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(process.env.PODNET_LOG_LEVEL ?? 'info'))
-    .action(async (o: Record<string, string | boolean | undefined>) => {
+    .action(async (o: Record<string, string | boolean | string[] | undefined>) => {
       const log = createLogger({ level: String(o.logLevel), component: 'api' });
       const disabled = String(o.disableControllers ?? '')
         .split(',')
@@ -44,6 +45,7 @@ export function apiCommand(): Command {
       const server = new ApiServer({
         store: etcd ? { kind: 'etcd', endpoints: etcd, ...(o.etcdPrefix ? { prefix: String(o.etcdPrefix) } : {}) } : { kind: 'sqlite', dataDir: String(o.dataDir) },
         listen: parseListen(String(o.listen)),
+        ...(Array.isArray(o.alsoListen) ? { alsoListen: o.alsoListen.map((l) => parseListen(l)) } : {}),
         ...(o.tlsCertFile ? { tls: { certFile: String(o.tlsCertFile), keyFile: String(o.tlsPrivateKeyFile) } } : {}),
         serviceCIDRs: parseServiceCIDRs(String(o.serviceCidr)),
         nodePortRange: parsePortRange(String(o.serviceNodePortRange)),

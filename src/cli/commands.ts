@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { apiCommand } from './api.js';
 import { agentCommand, cleanupCommand, podCommand } from './agent.js';
 import { traceCommand } from './trace.js';
+import { demoCommand } from './demo.js';
 
 export function registerCommands(program: Command): void {
   program.addCommand(apiCommand());
@@ -12,10 +13,12 @@ export function registerCommands(program: Command): void {
   program.addCommand(cleanupCommand());
   program.addCommand(podCommand());
   program.addCommand(traceCommand());
+  program.addCommand(demoCommand());
   program.addHelpText(
     'after',
     `
 Examples:
+  podnet demo                 # a 3-node cluster in namespaces, shown working; podnet demo down removes it
   podnet api --data-dir /var/lib/podnet/api --token-auth-file /etc/podnet/tokens.csv --listen 0.0.0.0:6443
   podnet agent --kubeconfig /etc/podnet/node.kubeconfig --node-name n1 --node-ip 198.18.0.1 --cluster-cidr 10.244.0.0/16 --state-dir /var/lib/podnet/agent
   ip netns exec $(podnet pod netns default/web) ip addr

@@ -26,6 +26,8 @@ export interface HttpRequest {
   body?: unknown;
   /** Content-Type of the body (default application/json; patches use their own). */
   contentType?: string;
+  /** Accept header (default application/json; e.g. the Table form `application/json;as=Table;v=v1;g=meta.k8s.io`). */
+  accept?: string;
   signal?: AbortSignal;
   /** Time allowed for the response headers, ms (default: the client's timeoutMs). */
   timeoutMs?: number;
@@ -171,7 +173,7 @@ export class HttpClient {
 
   async #send(req: HttpRequest): Promise<Dispatcher.ResponseData> {
     if (this.#closed) throw new ClientError(ClientErrorCodes.TRANSPORT, 'the client is closed', { method: req.method, path: req.path });
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': this.#userAgent };
+    const headers: Record<string, string> = { accept: req.accept ?? 'application/json', 'user-agent': this.#userAgent };
     const auth = await this.#token.header();
     if (auth) headers['authorization'] = auth;
     let body: string | undefined;

@@ -35,6 +35,7 @@ export const ErrorCodes = {
   /** An external tool failed. */
   EXEC: 'PODNET_EXEC',
   PERMISSION: 'PODNET_PERMISSION',
+  TIMEOUT: 'PODNET_TIMEOUT',
   /** The running kernel lacks a feature (a link kind, a module). */
   UNSUPPORTED: 'PODNET_UNSUPPORTED',
   /** A node subnet has no free pod address left, or a cluster CIDR no free node subnet. */
