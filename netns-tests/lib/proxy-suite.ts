@@ -933,9 +933,11 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
     };
     t.same(await traceTables(), [], 'no trace table is left on any node after the live traces');
     {
-      // Ctrl-C in the middle of a live trace (the probe of a dropped packet waits 5 s).
-      const itp = cases.find((x) => x.what.startsWith('iTP Local on a node without'))!;
-      const p = execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--from', itp.from, '--to', itp.to, '--live', '--timeout', '5000'], { reject: false, timeout: 30_000 });
+      // Ctrl-C in the middle of a live trace: the probe to an address of n2's pod subnet that
+      // no pod has goes unanswered (ARP fails) and waits its 5 s.
+      const n2cidr = (await call<{ spec?: { podCIDRs?: string[] } }>('GET', '/api/v1/nodes/n2')).body.spec!.podCIDRs![0]!;
+      const nobody = n2cidr.replace(/\.0\/24$/, '.250');
+      const p = execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--from', 'default/cl-1', '--to', `${nobody}:8080`, '--live', '--timeout', '5000'], { reject: false, timeout: 30_000 });
       let installed = false;
       if (nftables) await waitFor(async () => (installed = (await traceTables()).length > 0), 5000, 'trace tables installed').catch(() => undefined);
       // Without nf_tables there is no table to see: give the CLI the time to start its trace.

@@ -120,6 +120,17 @@ export function nodeEnv(o: AgentTraceOptions, factories: ReadonlyMap<string, Int
         ns.close();
       }
     },
+    serviceFor(pkt) {
+      const snap = snapshots.find((x) => x.family === pkt.family);
+      const proto = pkt.proto.toUpperCase();
+      for (const sp of snap?.services.values() ?? []) {
+        if (sp.protocol !== proto) continue;
+        const vip = sp.port === pkt.dport && (sp.clusterIP === pkt.dst || sp.externalIPs.includes(pkt.dst) || sp.loadBalancerIPs.includes(pkt.dst));
+        const np = sp.nodePort !== 0 && sp.nodePort === pkt.dport && (snap!.node.nodeIPs.includes(pkt.dst) || snap!.node.nodeIPs.length === 0);
+        if (vip || np) return [{ kind: 'Service', namespace: sp.namespace, name: sp.name }];
+      }
+      return undefined;
+    },
     vxlan: { vni: VXLAN_VNI, port: VXLAN_DEFAULT_PORT, device: VXLAN_DEV },
     udp: { port: UDP_PORT, device: UDP_DEV },
     bridge: o.bridge,

@@ -12,6 +12,7 @@ import type { EndpointSlice, Service, ServiceSpec } from '../client/types.js';
 import { buildSnapshot } from '../proxy/snapshot.js';
 import type { ProxyNodeConfig } from '../proxy/types.js';
 import { createIpvsInterpreter, ipvsadmText, parseIpvsConnections, planIpvsView } from './ipvs.js';
+import { cannotMatch } from './ipvs.js';
 import type { IpvsView, IpvsViewService } from './ipvs.js';
 import type { LbContext, LbInterpreter, LbOutcome } from './lb.js';
 import type { Packet, VerdictKind } from './types.js';
@@ -470,7 +471,7 @@ describe('rules podnet did not write', () => {
   });
 
   it('a foreign rule in nat POSTROUTING: reported by snat() as a foreign observation', async () => {
-    const line = '-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE';
+    const line = '-A POSTROUTING -s 10.244.0.0/16 ! -o docker0 -j MASQUERADE';
     const e = env([web()], [slice('web', two, http)], node4, { tweak: withRules({ 'nat POSTROUTING': ['-P POSTROUTING ACCEPT', '-A POSTROUTING -j PODNET-IPVS-POSTROUTING', line] }) });
     const pkt = packet(4, POD, '10.244.2.5:8080/tcp');
     const s = await e.lb.snat(pkt, false, { node: 'n1', outAddress: OUT, original: pkt });
@@ -697,4 +698,18 @@ describe('text formats', () => {
     ]);
     expect(parseIpvsConnections(text)[0]!.text).toBe('TCP 0AF40109 9C40 0A60000A 0050 0AF40205 1F90 ESTABLISHED     899');
   });
+});
+
+describe('cannotMatch: foreign rules in built-in chains that cannot match the packet', () => {
+  const pkt = { family: 4 as const, proto: 'tcp' as const, src: '10.244.1.3', sport: 40000, dst: '10.96.0.10', dport: 80, size: 60 };
+  it.each([
+    ['-A INPUT -p tcp -m tcp --dport 9998 -j ACCEPT', true],
+    ['-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT', false],
+    ['-A INPUT -p udp -m udp --dport 80 -j ACCEPT', true],
+    ['-A INPUT -p tcp -m tcp ! --dport 80 -j DROP', true],
+    ['-A INPUT -p tcp -m tcp --dport 70:90 -j DROP', false],
+    ['-A INPUT -d 192.0.2.0/24 -j DROP', true],
+    ['-A INPUT -s 10.244.0.0/16 -m foo --bar -j DROP', false],
+    ['-A INPUT -m foo --bar -j DROP', false],
+  ])('%s → %s', (line, want) => expect(cannotMatch(line, pkt)).toBe(want));
 });

@@ -526,7 +526,12 @@ export function createIpvsInterpreter(view: IpvsView, o: IpvsInterpreterOptions)
       }
       if (line.startsWith('-N ')) continue;
       const rule = parse(line, table);
-      if (typeof rule === 'string') return foreign(st, table, name, line, rule);
+      if (typeof rule === 'string') {
+        // A foreign rule in a built-in chain with options podnet never writes matters only
+        // if it can match this packet (`-A INPUT -p tcp --dport 9998 -j ACCEPT` cannot, for port 80).
+        if (builtin && cannotMatch(line, st.pkt)) continue;
+        return foreign(st, table, name, line, rule);
+      }
       const conditions = rule.matches.filter((m) => m.m !== 'comment');
       if (builtin && !(rule.target.t === 'jump' && conditions.length === 0)) {
         // Not podnet's: it matters only if it can match this packet (e.g. a foreign
@@ -958,4 +963,37 @@ export function kernelIpvsView(o: KernelIpvsViewOptions): IpvsView {
       return tpl ? { ip: tpl.dest, port: tpl.destPort, text: tpl.text, template: true } : undefined;
     },
   };
+}
+
+/**
+ * True when a rule line has a plain match that is false for the packet: `-p`, `--dport` /
+ * `--sport` (a port or a range), `-d` / `-s` (an address or a prefix), each possibly negated.
+ * Anything else may match: the rule is then reported as foreign, not guessed.
+ */
+export function cannotMatch(line: string, pkt: Packet): boolean {
+  const t = line.trim().split(/\s+/);
+  for (let i = 0; i < t.length; i++) {
+    const neg = t[i] === '!';
+    const k = neg ? t[++i] : t[i];
+    const v = t[i + 1];
+    if (v === undefined) break;
+    let ok: boolean | undefined;
+    if (k === '-p' || k === '--protocol') ok = v === pkt.proto || (v === 'icmpv6' && pkt.proto === 'icmp' && pkt.family === 6) || v === 'all';
+    else if (k === '--dport' || k === '--destination-port' || k === '--sport' || k === '--source-port') {
+      const port = k.includes('d') && !k.includes('source') ? pkt.dport : pkt.sport;
+      const [a, b] = v.split(':').map(Number);
+      ok = b === undefined ? port === a : port >= (a ?? 0) && port <= b;
+      if (pkt.proto === 'icmp') ok = false;
+    } else if (k === '-d' || k === '--destination' || k === '-s' || k === '--source') {
+      const ip = k === '-d' || k === '--destination' ? pkt.dst : pkt.src;
+      try {
+        ok = Cidr.parse(v.includes('/') ? v : `${v}/${isIP(v) === 6 ? 128 : 32}`, 'rule', { strict: false }).contains(ip);
+      } catch {
+        ok = undefined;
+      }
+    }
+    if (ok !== undefined && ok === neg) return true;
+    if (ok !== undefined) i++;
+  }
+  return false;
 }

@@ -11,7 +11,7 @@ import type { Route } from '../kernel/routes.js';
 import type { FdbEntry, Link, Neigh } from '../kernel/index.js';
 import { Cidr } from '../util/ipnet.js';
 import type { LbInterpreter } from './lb.js';
-import type { Encapsulation, Ingress, NodeOutcome, NodeRequest, NodeStep, Observation, Packet, Verdict } from './types.js';
+import type { Encapsulation, Ingress, NodeOutcome, NodeRequest, NodeStep, Observation, Origin, Packet, Verdict } from './types.js';
 
 /** A node of the cluster as the CLI tells the node about it (from the API). */
 export interface DirectoryNode {
@@ -53,6 +53,8 @@ export interface NodeEnv {
   localPods(): Promise<{ namespace: string; name: string; hostVeth: string; addresses: string[]; mtu: number; ifname: string }[]>;
   /** The MTU a pod's interface has now (read in its namespace: someone may have changed it). */
   podMtu(pod: { namespace: string; name: string; ifname: string }): Promise<number | undefined>;
+  /** The Service a packet's destination (VIP or node address + NodePort) belongs to, from the proxy's snapshot. */
+  serviceFor?(pkt: Packet): Origin[] | undefined;
   /** The vxlan VNI and UDP port, the udp backend's port. */
   vxlan: { vni: number; port: number; device: string };
   udp: { port: number; device: string };
@@ -135,7 +137,10 @@ export async function traceNode(env: NodeEnv, req: NodeRequest & { directory: Di
   const lbOuts = lb ? await lb.dnat(pkt, { node, hook, isLocal }) : [{ probability: 1, observations: [], packet: pkt, masqueradeMark: false }];
   const outcomes: NodeOutcome[] = [];
   for (const o of lbOuts) {
-    const obs = [...pre, ...o.observations];
+    // Every DNAT names the Service it belongs to (interpreters that know it only per outcome).
+    const svc = o.service ?? (o.endpoint ? env.serviceFor?.(pkt) : undefined);
+    const lbObs = svc ? o.observations.map((x) => (x.action === 'DNAT' && !x.origin?.some((g) => g.kind === 'Service') ? { ...x, origin: [...(x.origin ?? []), ...svc] } : x)) : o.observations;
+    const obs = [...pre, ...lbObs];
     const ep = o.endpoint ? { ...o.endpoint, ...endpointOf(req.directory, o.endpoint.ip) } : undefined;
     const base = { probability: o.probability, ...(ep ? { endpoint: ep } : {}) };
     if (o.verdict) {
