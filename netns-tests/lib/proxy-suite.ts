@@ -937,11 +937,13 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       // no pod has goes unanswered (ARP fails) and waits its 5 s.
       const n2cidr = (await call<{ spec?: { podCIDRs?: string[] } }>('GET', '/api/v1/nodes/n2')).body.spec!.podCIDRs![0]!;
       const nobody = n2cidr.replace(/\.0\/24$/, '.250');
+      const starts = () => agents.reduce((n, a) => n + (a.logs().match(/"phase":"start"/g)?.length ?? 0), 0);
+      const before = starts();
       const p = execa(process.execPath, [CLI, 'trace', '--server', api.url, '--token', ADMIN_TOKEN, ...(api.certs ? ['--ca-file', api.certs.caFile] : []), '--from', 'default/cl-1', '--to', `${nobody}:8080`, '--live', '--timeout', '5000'], { reject: false, timeout: 30_000 });
       let installed = false;
+      // The agents log each live phase: wait for the starts (without nf_tables there is no table to see).
+      await waitFor(() => starts() > before, 20_000, 'the live trace to start on the nodes').catch(() => undefined);
       if (nftables) await waitFor(async () => (installed = (await traceTables()).length > 0), 5000, 'trace tables installed').catch(() => undefined);
-      // Without nf_tables there is no table to see: give the CLI the time to start its trace.
-      else await new Promise((r) => setTimeout(r, 2500));
       if (nftables) t.ok(installed, 'the live trace installed its trace tables');
       p.kill('SIGINT');
       const done = await p;
