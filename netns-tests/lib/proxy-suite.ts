@@ -916,7 +916,10 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
     }
     // Live: a real marked probe; its verdict agrees with the explanation, the kernel's own
     // trace events are folded in (where the kernel has nf_tables), and no trace rule is left.
-    for (const c of cases.filter((x) => ['ClusterIP from a pod: every endpoint, a third each', 'no endpoints: Rejected', 'iTP Local on a node without a local endpoint: Dropped', 'UDP ClusterIP', 'pod IP on another node'].includes(x.what))) {
+    // In the UML guest (no nf_tables: no kernel trace events) two live cases show the probe's
+    // part; every node.js start there costs seconds and the tier must stay short.
+    const liveWhat = nftables ? ['ClusterIP from a pod: every endpoint, a third each', 'no endpoints: Rejected', 'iTP Local on a node without a local endpoint: Dropped', 'UDP ClusterIP', 'pod IP on another node'] : ['ClusterIP from a pod: every endpoint, a third each', 'no endpoints: Rejected'];
+    for (const c of cases.filter((x) => liveWhat.includes(x.what))) {
       const r = await traceCli(['--from', c.from, '--to', c.to, '--json', '--live', '--timeout', '1500']);
       const result = JSON.parse(r.stdout || '{}') as TraceResultJson & { mode?: string; probe?: { result: string; conntrack?: string[] } };
       t.equal(result.verdict?.kind, c.verdict, `live ${c.what}: ${result.verdict?.kind} (${result.verdict?.reason ?? r.stderr}), probe ${result.probe?.result} in ${result.tookMs} ms`);
@@ -953,13 +956,13 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       t.same(await traceTables(), [], 'no trace table is left on any node after SIGINT');
     }
     // Bad input: clear errors, exit status 2, no node asked.
-    for (const [args, want] of [
+    for (const [args, want] of ([
       [['--from', 'default/nope', '--to', `${vip('web', 4)}:80`], /pod default\/nope not found/],
       [['--from', 'default/cl-1', '--to', `${vip('web', 4)}:9999`], /does not serve 9999\/tcp/],
       [['--from', 'default/cl-1', '--to', 'svc/default/web:9999'], /has no TCP port 9999/],
       [['--from', '192.0.2.55', '--to', `${vip('web', 4)}:80`], /outside every known range/],
       [['--from', 'default/cl-1', '--to', 'not-an-ip:80'], /not an IP address/],
-    ] as const) {
+    ] as const).slice(0, nftables ? undefined : 2)) {
       const r = await traceCli([...args]);
       t.ok(r.exitCode === 2 && want.test(r.stderr), `trace ${args.join(' ')}: exit ${r.exitCode}, ${r.stderr.trim()}`);
     }
