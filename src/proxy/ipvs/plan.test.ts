@@ -5,7 +5,8 @@
  * static iptables rules, the jumps found missing and the cleanup input.
  */
 import { describe, expect, it } from 'vitest';
-import type { EndpointSlice, Service, ServiceSpec } from '../../client/types.js';
+import { svc, slice } from './testdata/fixtures.js';
+import type { EndpointSlice, Service } from '../../client/types.js';
 import { buildSnapshot } from '../snapshot.js';
 import type { ProxyNodeConfig } from '../types.js';
 import { PlanIndex, cleanupRules, diff, emptyState, merge, missingJumps, planPort, planRules, planSnapshots, renderOps, renderState, restrict } from './plan.js';
@@ -14,32 +15,6 @@ import type { Touched } from './plan.js';
 const node4: ProxyNodeConfig = { nodeName: 'n1', family: 4, nodeIPs: ['198.18.0.1'], clusterCIDR: '10.244.0.0/16' };
 const node6: ProxyNodeConfig = { nodeName: 'n1', family: 6, nodeIPs: ['fd00:198:18::1'], clusterCIDR: 'fd00:10:244::/56' };
 
-function svc(name: string, spec: ServiceSpec, lbIPs: string[] = []): Service {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'default', name }, spec, ...(lbIPs.length ? { status: { loadBalancer: { ingress: lbIPs.map((ip) => ({ ip })) } } } : {}) } as Service;
-}
-
-interface Ep {
-  ip: string;
-  node?: string;
-  ready?: boolean;
-  serving?: boolean;
-  terminating?: boolean;
-}
-
-function slice(service: string, eps: Ep[], ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[], addressType: 'IPv4' | 'IPv6' = 'IPv4'): EndpointSlice {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { namespace: 'default', name: `${service}-abc`, labels: { 'kubernetes.io/service-name': service } },
-    addressType,
-    endpoints: eps.map((e) => ({
-      addresses: [e.ip],
-      ...(e.node ? { nodeName: e.node } : {}),
-      conditions: { ready: e.ready ?? true, serving: e.serving ?? e.ready ?? true, terminating: e.terminating ?? false },
-    })),
-    ports,
-  } as EndpointSlice;
-}
 
 function plan(services: Service[], slices: EndpointSlice[], node = node4): string {
   return renderState(planSnapshots([buildSnapshot(services, slices, node)]).state());
