@@ -7,10 +7,9 @@
  * file. Everything is validated here; an error names the field and the reason, and
  * nothing has been done yet.
  */
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { readConfigMapping } from '../util/config-file.js';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
 import { Cidr, parseIP } from '../util/ipnet.js';
 import type { Family } from '../util/ipnet.js';
@@ -84,25 +83,12 @@ const invalid = (field: string, reason: string) => new PodnetError(ErrorCodes.IN
 
 /** Reads a config file (YAML or JSON; flannel's net-conf.json accepted) into raw options. */
 export function readConfigFile(path: string): RawOptions {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw invalid('--config', `${JSON.stringify(path)} cannot be read: ${(e as Error).message}`);
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { maxAliasCount: 10 });
-  } catch (e) {
-    throw invalid('--config', `${JSON.stringify(path)} is not YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
-  }
-  if (doc === null || doc === undefined) return {};
-  if (typeof doc !== 'object' || Array.isArray(doc)) throw invalid('--config', `${JSON.stringify(path)} must hold a mapping of options`);
+  const doc = readConfigMapping(path);
   const out: RawOptions = {};
   // flannel net-conf.json: a family's network counts only when the family is enabled
   // (EnableIPv4 defaults to true, EnableIPv6 to false), as flannel reads it.
   const flannel: { v4: RawOptions; v6: RawOptions; enable: { 4: boolean; 6: boolean } } = { v4: {}, v6: {}, enable: { 4: true, 6: false } };
-  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+  for (const [k, v] of Object.entries(doc)) {
     if (k === 'Network') flannel.v4.clusterCidr = v;
     else if (k === 'IPv6Network') flannel.v6.clusterCidrV6 = v;
     else if (k === 'SubnetLen') flannel.v4.nodeSubnetSize = v;

@@ -7,9 +7,8 @@
  * parse is an error naming the key or flag and the reason, raised before anything is
  * started (the same contract as the agent's src/agent/config.ts).
  */
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { readConfigMapping } from '../util/config-file.js';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
 import { parseDuration } from '../util/duration.js';
 import { CONTROLLERS, isLoopbackListen, parseListen, parseServiceCIDRs } from './options.js';
@@ -129,20 +128,7 @@ export function checkApiOptions(raw: RawApiOptions, path?: string): RawApiOption
 
 /** Reads a `podnet api` config file (YAML or JSON) into checked raw options (camelCase keys). */
 export function readApiConfigFile(path: string): RawApiOptions {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw invalid('--config', `${JSON.stringify(path)} cannot be read: ${(e as Error).message}`);
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text, { maxAliasCount: 10 });
-  } catch (e) {
-    throw invalid('--config', `${JSON.stringify(path)} is not YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
-  }
-  if (doc === null || doc === undefined) return {};
-  if (typeof doc !== 'object' || Array.isArray(doc)) throw invalid('--config', `${JSON.stringify(path)} must hold a mapping of options`);
+  const doc = readConfigMapping(path);
   return checkApiOptions(doc as RawApiOptions, path);
 }
 
