@@ -298,6 +298,16 @@ static int read_errqueue(int fd, struct report *r) {
   return 0;
 }
 
+/* The error a POLLERR announced: a queued ICMP / local error, else the socket's SO_ERROR; 0 if none. */
+static int pending_error(int fd, struct report *r) {
+  int err = read_errqueue(fd, r);
+  if (!err) {
+    socklen_t l = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+  }
+  return err;
+}
+
 /* ---- socket setup */
 
 static void set_marker(int fd, const struct opts *o, struct report *r, int dont_fragment) {
@@ -459,11 +469,7 @@ static int probe_udp(const struct opts *o, struct report *r) {
     int rev = wait_fd(fd, POLLIN, deadline);
     if (rev == 0) break;
     if (rev & POLLERR) {
-      int err = read_errqueue(fd, r);
-      if (!err) {
-        socklen_t l = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
-      }
+      int err = pending_error(fd, r);
       if (!err) continue;
       r->rtt_ms = now_ms() - t0;
       classify(r, o, err);
@@ -582,11 +588,7 @@ static int probe_icmp(const struct opts *o, struct report *r) {
     int rev = wait_fd(fd, POLLIN, deadline);
     if (rev == 0) break;
     if (rev & POLLERR) {
-      int err = read_errqueue(fd, r);
-      if (!err) {
-        socklen_t l = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
-      }
+      int err = pending_error(fd, r);
       if (!err) continue;
       r->rtt_ms = now_ms() - t0;
       classify(r, o, err);
