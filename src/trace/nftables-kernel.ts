@@ -15,7 +15,7 @@ import { encodeTransaction } from '../kernel/nftables/encode.js';
 import type { SetInfo } from '../kernel/nftables/encode.js';
 import type { NftExecutor } from '../kernel/nftables/executor.js';
 import { NFT_MSG, nftType, parseMessages } from '../kernel/nftables/nfnl.js';
-import { writeValue } from '../kernel/nftables/values.js';
+import { TYPES, pad4, writeValue } from '../kernel/nftables/values.js';
 import { TABLE_NAME, planBaseObjects, planService } from '../proxy/nftables/plan.js';
 import type { ServiceObjects } from '../proxy/nftables/plan.js';
 import type { ProxyServicePort, ProxySnapshot } from '../proxy/types.js';
@@ -174,8 +174,8 @@ export function kernelNftView(o: KernelViewOptions): NftView & { recognise(chain
 /** A key in nft notation → the bytes the kernel compares (concatenations: each part padded to 4). */
 function encodeKey(set: Pick<NftSet, 'key'>, key: readonly string[]): Buffer | undefined {
   if (key.length !== set.key.length) return undefined;
-  const lens = set.key.map((t) => (t === 'ipv6_addr' ? 16 : t === 'inet_proto' ? 1 : t === 'inet_service' ? 2 : 4));
-  const padded = set.key.length === 1 ? lens : lens.map((l) => (l + 3) & ~3);
+  const lens = set.key.map((t) => TYPES[t].len);
+  const padded = set.key.length === 1 ? lens : lens.map(pad4);
   const out = Buffer.alloc(padded.reduce((a, b) => a + b, 0));
   let off = 0;
   for (let i = 0; i < key.length; i++) {

@@ -8,7 +8,7 @@
 import { isIP } from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { EndpointSlice, Node, Pod, Service } from '../client/types.js';
-import { Cidr } from '../util/ipnet.js';
+import { Cidr, parseIP } from '../util/ipnet.js';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
 import type { Directory, DirectoryNode } from './node.js';
 import { MAX_HOPS } from './node.js';
@@ -274,7 +274,7 @@ export function ipvsConnEndpoint(line: string): { ip: string; port: number } | u
   const port = c[6];
   if (!ip || !port || !/^[0-9A-Fa-f]{1,4}$/.test(port)) return undefined;
   if (/^[0-9A-Fa-f]{8}$/.test(ip)) return { ip: [0, 2, 4, 6].map((i) => parseInt(ip.slice(i, i + 2), 16)).join('.'), port: parseInt(port, 16) };
-  if (ip.includes(':')) return { ip: new URL(`http://[${ip.toLowerCase()}]/`).hostname.slice(1, -1), port: parseInt(port, 16) };
+  if (ip.includes(':') && isIP(ip) === 6) return { ip: parseIP(ip), port: parseInt(port, 16) };
   return undefined;
 }
 

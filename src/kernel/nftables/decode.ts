@@ -53,7 +53,8 @@ import {
   parseUdata,
   udataStr,
 } from './nfnl.js';
-import { readHostU32, typesFromId } from './values.js';
+import { TYPES, pad4, readHostU32, typesFromId } from './values.js';
+import { ipFromBytes } from '../../util/ipnet.js';
 
 const HOOK_NAMES = Object.fromEntries(Object.entries(NF_INET_HOOKS).map(([k, v]) => [v, k])) as Record<number, NftHook>;
 
@@ -249,13 +250,8 @@ const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58
 export function valueText(type: NftType, b: Buffer): string {
   switch (type) {
     case 'ipv4_addr':
-      return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-    case 'ipv6_addr': {
-      const groups: string[] = [];
-      for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-      // WHATWG URL parsing gives the canonical (RFC 5952) text of an IPv6 address.
-      return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
-    }
+    case 'ipv6_addr':
+      return ipFromBytes(b.subarray(0, type === 'ipv4_addr' ? 4 : 16));
     case 'inet_proto':
       return PROTO_NAMES[b[0]!] ?? String(b[0]);
     case 'inet_service':
@@ -272,9 +268,9 @@ export function valueParts(types: readonly NftType[], b: Buffer): string[] {
   const out: string[] = [];
   let off = 0;
   for (const t of types) {
-    const len = t === 'ipv6_addr' ? 16 : t === 'inet_proto' ? 1 : t === 'inet_service' ? 2 : 4;
+    const len = TYPES[t].len;
     out.push(valueText(t, b.subarray(off, off + len)));
-    off += types.length === 1 ? len : (len + 3) & ~3;
+    off += types.length === 1 ? len : pad4(len);
   }
   return out;
 }
@@ -326,14 +322,15 @@ export function decodeElements(payloads: readonly Buffer[], key: readonly NftTyp
  */
 export function joinIntervals(els: readonly DecodedElement[], key: NftType): { from: bigint; to: bigint; element: DecodedElement }[] {
   const num = (b: Buffer) => BigInt(`0x${b.toString('hex') || '0'}`);
-  const max = (1n << BigInt((key === 'ipv6_addr' ? 16 : key === 'inet_service' ? 2 : key === 'inet_proto' ? 1 : 4) * 8)) - 1n;
+  const max = (1n << BigInt(TYPES[key].len * 8)) - 1n;
   const sorted = [...els].sort((a, b) => (num(a.keyBytes) < num(b.keyBytes) ? -1 : num(a.keyBytes) > num(b.keyBytes) ? 1 : a.intervalEnd ? -1 : 1));
   const out: { from: bigint; to: bigint; element: DecodedElement }[] = [];
   for (let i = 0; i < sorted.length; i++) {
     const e = sorted[i]!;
     if (e.intervalEnd) continue;
-    const next = sorted.slice(i + 1).find((x) => x.intervalEnd || !x.intervalEnd);
-    const to = next && next.intervalEnd ? num(next.keyBytes) - 1n : next ? num(next.keyBytes) - 1n : max;
+    // The range ends before the next element (its end marker, or the next range's start).
+    const next = sorted[i + 1];
+    const to = next ? num(next.keyBytes) - 1n : max;
     out.push({ from: num(e.keyBytes), to, element: e });
   }
   return out;

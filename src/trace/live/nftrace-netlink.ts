@@ -14,6 +14,7 @@
 import { RawNetlinkSocket } from 'netlink';
 import { NETLINK_NETFILTER, NFTA_VERDICT, NFNL_SUBSYS_NFTABLES, attrI32, attrStr, attrU32, attrU64, parseAttrs, parseMessages } from '../../kernel/nftables/nfnl.js';
 import type { TraceEvent } from './nftrace.js';
+import { ipFromBytes } from '../../util/ipnet.js';
 
 /** NFNLGRP_NFTRACE. */
 export const NFNLGRP_NFTRACE = 9;
@@ -27,12 +28,6 @@ export const NFTA_TRACE = { TABLE: 1, CHAIN: 2, RULE_HANDLE: 3, TYPE: 4, VERDICT
 const TRACE_TYPE = { 1: 'policy', 2: 'verdict', 3: 'rule' } as const;
 const FAMILIES: Record<number, string> = { 1: 'inet', 2: 'ip', 3: 'arp', 5: 'netdev', 7: 'bridge', 10: 'ip6' };
 
-function ipText(b: Buffer): string {
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  const g: string[] = [];
-  for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  return new URL(`http://[${g.join(':')}]/`).hostname.slice(1, -1);
-}
 
 function verdictText(nest: Buffer | undefined): string | undefined {
   if (!nest) return undefined;
@@ -70,14 +65,14 @@ export function headerFields(net: Buffer | undefined, th: Buffer | undefined): R
     f['ip length'] = String(net.readUInt16BE(2));
     f['ip ttl'] = String(net[8]);
     proto = net[9];
-    f['ip saddr'] = ipText(net.subarray(12, 16));
-    f['ip daddr'] = ipText(net.subarray(16, 20));
+    f['ip saddr'] = ipFromBytes(net.subarray(12, 16));
+    f['ip daddr'] = ipFromBytes(net.subarray(16, 20));
   } else if (net && net.length >= 40 && net[0]! >> 4 === 6) {
     f['ip6 dscp'] = `0x${((((net[0]! & 0x0f) << 4) | (net[1]! >> 4)) >> 2).toString(16).padStart(2, '0')}`;
     f['ip6 length'] = String(net.readUInt16BE(4));
     proto = net[6];
-    f['ip6 saddr'] = ipText(net.subarray(8, 24));
-    f['ip6 daddr'] = ipText(net.subarray(24, 40));
+    f['ip6 saddr'] = ipFromBytes(net.subarray(8, 24));
+    f['ip6 daddr'] = ipFromBytes(net.subarray(24, 40));
   }
   if (th && th.length >= 4 && (proto === 6 || proto === 17 || proto === 132)) {
     const p = proto === 6 ? 'tcp' : proto === 17 ? 'udp' : 'sctp';
