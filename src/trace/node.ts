@@ -11,7 +11,7 @@ import type { Route } from '../kernel/routes.js';
 import type { FdbEntry, Link, Neigh } from '../kernel/index.js';
 import { Cidr } from '../util/ipnet.js';
 import type { LbInterpreter } from './lb.js';
-import type { Encapsulation, Ingress, NodeOutcome, NodeRequest, NodeStep, Observation, Origin, Packet, Verdict } from './types.js';
+import type { Encapsulation, NodeOutcome, NodeRequest, NodeStep, Observation, Origin, Packet, Verdict } from './types.js';
 
 /** A node of the cluster as the CLI tells the node about it (from the API). */
 export interface DirectoryNode {
@@ -61,7 +61,8 @@ export interface NodeEnv {
   bridge: string;
 }
 
-const MAX_HOPS = 8;
+/** Node hops a trace follows at most (a longer path is a routing loop). */
+export const MAX_HOPS = 8;
 
 /** Text of a route as `ip route` prints it. */
 export async function routeText(env: Pick<NodeEnv, 'link'>, r: Route): Promise<string> {
@@ -304,5 +305,3 @@ function describeEnc(e: Encapsulation, toNode: string): string {
   }
 }
 
-export { MAX_HOPS };
-export type { Ingress };
