@@ -66,6 +66,24 @@ function endpointIP(k: number): string {
   return `10.${128 + (n >>> 16)}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+/** Runs `job` and returns its result with the CPU µs per op each named process spent meanwhile. */
+async function cpuPerOp<T>(ops: number, pids: Record<string, number>, job: () => Promise<T>): Promise<{ result: T; usPerOp: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const self0 = process.cpuUsage();
+  const result = await job();
+  const self = process.cpuUsage(self0);
+  const usPerOp: Record<string, number> = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuSeconds(pid) - before[k]!) * 1e6) / ops]));
+  usPerOp['bench client'] = (self.user + self.system) / ops;
+  return { result, usPerOp };
+}
+
 function rssMiB(pid: number): { rss: number; hwm: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
@@ -83,27 +101,38 @@ export async function run(argv: string[]): Promise<void> {
   const etcd = await EtcdCluster.start({ members: 1 });
   let rawPuts = 0;
   let etcdApiRate = 0;
+  let rawCpu: Record<string, number> = {};
+  let etcdApiCpu: Record<string, number> = {};
+  const cpuText = (u: Record<string, number>) => Object.entries(u).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ');
   try {
     const client = new Etcd3({ hosts: etcd.endpoints });
     try {
-      rawPuts = await pool(services, CONCURRENCY, async (i) => {
-        await client.put(`/bench/raw/services/default/svc-${i}`).value(serviceBody(i));
-      });
+      const raw = await cpuPerOp(services, { etcd: etcd.members[0]!.pid! }, () =>
+        pool(services, CONCURRENCY, async (i) => {
+          await client.put(`/bench/raw/services/default/svc-${i}`).value(serviceBody(i));
+        }),
+      );
+      rawPuts = raw.result;
+      rawCpu = raw.usPerOp;
     } finally {
       client.close();
     }
-    console.error(`raw etcd puts: ${rawPuts.toFixed(0)}/s`);
+    console.error(`raw etcd puts: ${rawPuts.toFixed(0)}/s (CPU µs per put: ${cpuText(rawCpu)})`);
     // ---- 2a. api on etcd
-    const apiEtcd = await startApi({ port: 6450, insecure: true, etcdServers: etcd.endpoints.join(','), etcdPrefix: '/bench-api' });
+    // Controllers off as on SQLite below: the EndpointSlice controller would write an (empty) slice per Service.
+    const apiEtcd = await startApi({ port: 6450, insecure: true, etcdServers: etcd.endpoints.join(','), etcdPrefix: '/bench-api', extraArgs: ['--disable-controllers', 'endpointslice'] });
     try {
-      etcdApiRate = await createServices(apiEtcd, services);
+      const viaApi = await cpuPerOp(services, { etcd: etcd.members[0]!.pid!, api: apiEtcd.proc.pid! }, () => createServices(apiEtcd, services));
+      etcdApiRate = viaApi.result;
+      etcdApiCpu = viaApi.usPerOp;
     } finally {
       await apiEtcd.cleanup();
     }
-    console.error(`api on etcd: ${etcdApiRate.toFixed(0)} Service creates/s`);
+    console.error(`api on etcd: ${etcdApiRate.toFixed(0)} Service creates/s (CPU µs per create: ${cpuText(etcdApiCpu)})`);
   } finally {
     await etcd.cleanup();
   }
+  if (argv.includes('--only-etcd')) return;
 
   // ---- 2b. api on SQLite
   const api = await startApi({ port: 6451, insecure: true, extraArgs: ['--disable-controllers', 'endpointslice'] });
@@ -201,7 +230,7 @@ export async function run(argv: string[]): Promise<void> {
       'RSS <= 300 MB at 10k Services + 100k endpoints': mem.rss <= 300,
     };
     for (const [g, ok] of Object.entries(goals)) console.log(`${ok ? 'MET ' : 'MISS'}  ${g}`);
-    console.log(`results: ${writeResults('api', { services, events, watchers, rawEtcdPutsPerSec: rawPuts, etcdApiCreatesPerSec: etcdApiRate, sqliteApiCreatesPerSec: sqliteRate, watchLatencyMs: ls, deliveries: lat.length, expectedDeliveries: expected, rssMiB: mem.rss, peakRssMiB: memAfter.hwm, goals })}`);
+    console.log(`results: ${writeResults('api', { services, events, watchers, rawEtcdPutsPerSec: rawPuts, rawEtcdCpuUsPerPut: rawCpu, etcdApiCreatesPerSec: etcdApiRate, etcdApiCpuUsPerCreate: etcdApiCpu, sqliteApiCreatesPerSec: sqliteRate, watchLatencyMs: ls, deliveries: lat.length, expectedDeliveries: expected, rssMiB: mem.rss, peakRssMiB: memAfter.hwm, goals })}`);
   } finally {
     await api.cleanup();
   }
