@@ -1,13 +1,17 @@
 /**
  * The nftables interpreter's view of a node's kernel: reads only what the packet touches —
  * the rules of each chain it enters (a rule dump filtered by chain), the one element of a
- * verdict map or set its key selects (`nft get element`), and the elements of its Service's
- * endpoint map — never the whole table (a full listing takes 16-28 s at 10,000 Services).
+ * verdict map or set its key selects (`nft get element`), and the elements of the endpoint
+ * bucket map holding its Service's slot — never the whole table (a full listing takes
+ * seconds at 10,000 Services).
  *
  * A kernel rule is recognised by comparing its expressions (as `nft --debug=netlink` shows
  * them) with those of the rule podnet plans for that chain from the proxy's current
  * snapshot, encoded by the same encoder the proxy applies with: identical means the AST is
  * exactly what the kernel runs. Anything else is handed to the interpreter as foreign.
+ * Which endpoint slot a service chain uses is the proxy's allocation: it is read off the
+ * kernel rule itself (its bucket map and numgen offset), so a rule pointing at another
+ * slot than the planned one is still podnet's (the elements decide where packets go).
  */
 import type { NftChain, NftElement, NftFamily, NftRule, NftSet } from '../kernel/nftables/ast.js';
 import { decodeElements, describeRule, joinIntervals } from '../kernel/nftables/decode.js';
@@ -16,7 +20,7 @@ import type { SetInfo } from '../kernel/nftables/encode.js';
 import type { NftExecutor } from '../kernel/nftables/executor.js';
 import { NFT_MSG, nftType, parseMessages } from '../kernel/nftables/nfnl.js';
 import { TYPES, pad4, writeValue } from '../kernel/nftables/values.js';
-import { TABLE_NAME, planBaseObjects, planService } from '../proxy/nftables/plan.js';
+import { BUCKET_SLOTS, SLOT_STRIDE, TABLE_NAME, bucketSet, planBaseObjects, planService } from '../proxy/nftables/plan.js';
 import type { ServiceObjects } from '../proxy/nftables/plan.js';
 import type { ProxyServicePort, ProxySnapshot } from '../proxy/types.js';
 import { EGRESS_CHAIN, egressChain } from './nftables.js';
@@ -39,6 +43,19 @@ export function portOf(snapshot: ProxySnapshot, name: string): ProxyServicePort 
     if (unnamed && unnamed.protocol.toLowerCase() === proto && unnamed.port === Number(p[1])) return unnamed;
   }
   return undefined;
+}
+
+/** The endpoint slot a kernel rule's `dnat … numgen random mod M offset O map @endpoints-<proto>-<n>` uses (0 without one). */
+function slotOfRule(payload: Buffer): number {
+  let bucket: number | undefined;
+  let offset = 0;
+  for (const e of describeRule(payload).exprs) {
+    const ng = / random mod \d+ offset (\d+) \]$/.exec(e);
+    if (e.startsWith('[ numgen') && ng) offset = Number(ng[1]);
+    const lk = /^\[ lookup reg \d+ set endpoints-(?:tcp|udp|sctp)-(\d+) dreg /.exec(e);
+    if (lk) bucket = Number(lk[1]);
+  }
+  return bucket === undefined ? 0 : bucket * BUCKET_SLOTS + Math.floor(offset / SLOT_STRIDE);
 }
 
 /** The `nft --debug=netlink` expressions (and comment) of a rule payload: the comparison key. */
@@ -99,27 +116,32 @@ export function kernelNftView(o: KernelViewOptions): NftView & { recognise(chain
   const node = o.snapshot.node;
   const base = planBaseObjects(node);
   const perService = new Map<string, ServiceObjects>();
-  const serviceOf = (name: string): ServiceObjects | undefined => {
+  /** The service port's objects as planned with endpoint slot `slot` (see slotOfRule). */
+  const serviceOf = (name: string, slot = 0): ServiceObjects | undefined => {
     const sp = portOf(o.snapshot, name);
     if (!sp) return undefined;
-    let so = perService.get(sp.key);
-    if (!so) perService.set(sp.key, (so = planService(sp, node)));
+    const k = `${sp.key}@${slot}`;
+    let so = perService.get(k);
+    if (!so) perService.set(k, (so = planService(sp, node, () => slot)));
     return so;
   };
-  const setInfo = (name: string): NftSet | undefined => base.sets.find((s) => s.name === name) ?? serviceOf(name)?.sets.find((s) => s.name === name);
+  const setInfo = (name: string): NftSet | undefined => base.sets.find((s) => s.name === name) ?? bucketSet(o.snapshot.family, name) ?? serviceOf(name)?.sets.find((s) => s.name === name);
   const sets = (): Map<string, SetInfo> => {
     const m = new Map<string, SetInfo>();
     for (const s of base.sets) m.set(s.name, s);
-    for (const so of perService.values()) for (const s of so.sets) m.set(s.name, s);
+    for (const so of perService.values()) {
+      for (const s of so.sets) m.set(s.name, s);
+      for (const b of so.setElements.keys()) m.set(b, bucketSet(o.snapshot.family, b)!);
+    }
     return m;
   };
-  const plannedChain = (name: string): NftChain | undefined => {
+  const plannedChain = (name: string, slot = 0): NftChain | undefined => {
     if (name === EGRESS_CHAIN) return o.egress && node.clusterCIDR ? egressChain(family, node.clusterCIDR) : undefined;
-    return base.chains.find((c) => c.name === name) ?? serviceOf(name)?.chains.find((c) => c.name === name);
+    return base.chains.find((c) => c.name === name) ?? serviceOf(name, slot)?.chains.find((c) => c.name === name);
   };
   const chains = new Map<string, Promise<ViewRule[] | undefined>>();
-  const knownRules = (name: string): Map<string, NftRule> => {
-    const planned = plannedChain(name);
+  const knownRules = (name: string, slot: number): Map<string, NftRule> => {
+    const planned = plannedChain(name, slot);
     const known = new Map<string, NftRule>();
     const setMap = sets();
     for (const r of planned?.rules ?? []) {
@@ -132,7 +154,8 @@ export function kernelNftView(o: KernelViewOptions): NftView & { recognise(chain
     const planned = plannedChain(name);
     const payloads = await o.reader.chainRules(family, TABLE_NAME, name);
     if (!payloads.length) return planned && planned.rules.length === 0 ? [] : undefined;
-    const known = knownRules(name);
+    const slot = payloads.reduce((s, p) => s || slotOfRule(p), 0);
+    const known = knownRules(name, slot);
     return payloads.map((p) => {
       const rule = known.get(ruleKey(p));
       if (rule) return { rule };
@@ -143,7 +166,7 @@ export function kernelNftView(o: KernelViewOptions): NftView & { recognise(chain
   return {
     family,
     recognise(name, payload) {
-      return knownRules(name).get(ruleKey(payload));
+      return knownRules(name, slotOfRule(payload)).get(ruleKey(payload));
     },
     chain(name) {
       let p = chains.get(name);

@@ -285,13 +285,16 @@ class Evaluator {
       }
       case 'dnat-map': {
         if (s.key.kind !== 'numgen') return [miss(st)];
+        // numgen gives offset..offset+mod-1: only elements in that slot of the map count.
         const mod = s.key.mod;
+        const lo = s.key.offset ?? 0;
+        const hi = lo + mod - 1;
         const els = await this.view.elements(s.map);
         const out: ({ kind: 'go'; st: State } | { kind: 'miss'; st: State } | { kind: 'end'; branch: Branch })[] = [];
         let covered = 0;
         for (const el of els) {
           const [a, b] = el.key[0]!.includes('-') ? el.key[0]!.split('-').map(Number) : [Number(el.key[0]), Number(el.key[0])];
-          const width = Math.min(b!, mod - 1) - a! + 1;
+          const width = Math.min(b!, hi) - Math.max(a!, lo) + 1;
           if (width <= 0) continue;
           covered += width;
           const parts = Array.isArray(el.data) ? el.data : String(el.data ?? '').split(' . ');
@@ -300,7 +303,8 @@ class Evaluator {
           const x = fork(st, width / mod);
           x.pkt = { ...x.pkt, dst: ip, dport: port };
           x.endpoint = { ip, port };
-          this.obs(x, chain, r, 'DNAT', `DNAT to endpoint ${ip}:${port} (numgen values ${a}-${b} of ${mod}: probability ${((width / mod) * 100).toFixed(1)}%)${serviceText(s.map) ? ` of ${serviceText(s.map)}` : ''}`, { where: `${this.where(chain)} (element ${el.key[0]} : ${parts.join(' . ')} of map ${s.map})` });
+          const values = lo ? `numgen values ${a}-${b} of ${lo}-${hi}` : `numgen values ${a}-${b} of ${mod}`;
+          this.obs(x, chain, r, 'DNAT', `DNAT to endpoint ${ip}:${port} (${values}: probability ${((width / mod) * 100).toFixed(1)}%)${serviceText(chain) ? ` of ${serviceText(chain)}` : ''}`, { where: `${this.where(chain)} (element ${el.key[0]} : ${parts.join(' . ')} of map ${s.map})` });
           out.push(end(x, { kind: 'accept' }));
         }
         if (covered < mod) out.push(miss(fork(st, (mod - covered) / mod)));

@@ -48,8 +48,8 @@ export type NftExpr =
    * destination / source address (NFTA_FIB_F_DADDR / NFTA_FIB_F_SADDR, result ADDRTYPE).
    */
   | { kind: 'fib'; what: 'daddr type' | 'saddr type' }
-  /** `numgen random mod <mod>` (values 0..mod-1). */
-  | { kind: 'numgen'; mod: number }
+  /** `numgen random mod <mod> [offset <offset>]` (values offset..offset+mod-1; offset default 0). */
+  | { kind: 'numgen'; mod: number; offset?: number }
   /**
    * A constant, inside a concatenation (`ip saddr . 10.244.1.5 . 8080`); `type` says how to encode it.
    * Only in `update @set { ... }` keys: nft 1.0.6 cannot parse constants in a lookup's key and

@@ -201,7 +201,7 @@ export function describeExpr(elem: Buffer): string {
     case 'fib':
       return `[ fib ${(u(NFTA_FIB.FLAGS) ?? 0) & 1 ? 'saddr' : 'daddr'} type => reg ${u(NFTA_FIB.DREG)} ]`;
     case 'numgen':
-      return `[ numgen reg ${u(NFTA_NG.DREG)} = ${u(NFTA_NG.TYPE) === 1 ? 'random' : 'inc'} mod ${u(NFTA_NG.MODULUS)} ]`;
+      return `[ numgen reg ${u(NFTA_NG.DREG)} = ${u(NFTA_NG.TYPE) === 1 ? 'random' : 'inc'} mod ${u(NFTA_NG.MODULUS)}${u(NFTA_NG.OFFSET) ? ` offset ${u(NFTA_NG.OFFSET)}` : ''} ]`;
     case 'cmp':
       return `[ cmp ${['eq', 'neq', 'lt', 'lte', 'gt', 'gte'][u(NFTA_CMP.OP) ?? 0]} reg ${u(NFTA_CMP.SREG)} ${words(dataValue(d.get(NFTA_CMP.DATA)))} ]`;
     case 'bitwise':

@@ -1040,17 +1040,20 @@ class Encoder {
         });
         return 4;
       }
-      case 'numgen':
-        this.cached(K_NUMGEN + reg * 1e10 + expr.mod, () => {
+      case 'numgen': {
+        const offset = expr.offset ?? 0;
+        if (!Number.isInteger(offset) || offset < 0 || offset + expr.mod - 1 > 0xffffffff) throw site.bad(`${sp(k, sub, part)}.offset`, offset, 'an offset (a whole number ≥ 0; offset + mod - 1 within 32 bits)');
+        this.cached(offset ? `ng:${reg}:${expr.mod}:${offset}` : K_NUMGEN + reg * 1e10 + expr.mod, () => {
           const n = ENAME.numgen!;
           const e = this.exprBegin(n);
           this.w.u32(NFTA_NG.DREG, reg);
           this.w.u32(NFTA_NG.MODULUS, expr.mod);
           this.w.u32(NFTA_NG.TYPE, NFT_NG_RANDOM);
-          this.w.u32(NFTA_NG.OFFSET, 0);
+          this.w.u32(NFTA_NG.OFFSET, offset);
           this.exprEnd(e, n);
         });
         return 4;
+      }
       case 'const': {
         const len = TYPES[expr.type].len;
         if (!writeValue(expr.type, expr.value, this.v2, 0)) throw site.bad(`${sp(k, sub, part)}.value`, expr.value, TYPE_TEXT[expr.type]);

@@ -17,7 +17,7 @@ export function formatExpr(e: NftExpr): string {
     case 'fib':
       return `fib ${e.what}`;
     case 'numgen':
-      return `numgen random mod ${e.mod}`;
+      return `numgen random mod ${e.mod}${e.offset ? ` offset ${e.offset}` : ''}`;
     case 'const':
       return e.value;
     case 'concat':

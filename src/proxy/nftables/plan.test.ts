@@ -7,7 +7,7 @@ import type { NftChain, NftTable } from '../../kernel/nftables/ast.js';
 import type { NftTransaction } from '../../kernel/nftables/ops.js';
 import { buildSnapshot, servicePorts } from '../snapshot.js';
 import type { ProxyNodeConfig, ProxySnapshot } from '../types.js';
-import { CHAINS, MAPS, NUMGEN_MOD, SETS, isOwnedChain, isOwnedMap, isOwnedSet, numgenSplit, planCleanup, planTable, planTransaction, type PlannedState } from './plan.js';
+import { BUCKET_SLOTS, CHAINS, MAPS, NUMGEN_MOD, SETS, bucketName, bucketSet, isOwnedChain, isOwnedMap, isOwnedSet, numgenSplit, planCleanup, planTable, planTransaction, slotOffset, type PlannedState, type SlotProto } from './plan.js';
 import { renderTable, renderTransaction } from './render.js';
 import { bigCluster, node4, node6, service, shapes4, slice, snapshot4, snapshot6, type Ep } from './testdata/fixtures.js';
 import { simApply, simCanon, simFrom } from './testdata/simulate.js';
@@ -68,13 +68,36 @@ describe('renderTable golden (checked against nft 1.0.6 listing in a scratch nam
   });
 });
 
-/** The lines of one service port's chains and elements, as listed. */
+/** A service port's endpoint slot (`which`: its cluster or its local endpoints): bucket map and numgen offset. */
+function slotOf(st: PlannedState, key: string, which: 'cluster' | 'local' = 'cluster'): { map: string; offset: number } {
+  const proto = st.perService.get(key)!.port.protocol.toLowerCase() as SlotProto;
+  const s = st.slots.slots.get(`${proto}|${key}|${which}`);
+  if (s === undefined) throw new Error(`${key} has no ${which} slot`);
+  return { map: bucketName(proto, s), offset: slotOffset(s) };
+}
+
+/** `dnat ip to numgen random mod 65536 [offset O] map @endpoints-<proto>-<n>` of that slot. */
+function dnatText(st: PlannedState, key: string, which: 'cluster' | 'local' = 'cluster', ip = 'ip'): string {
+  const { map, offset } = slotOf(st, key, which);
+  return `dnat ${ip} to numgen random mod 65536${offset ? ` offset ${offset}` : ''} map @${map}`;
+}
+
+/** Slot-relative ranges (`0-32767 : …, 32768-65535 : …`) as that slot's elements list them. */
+function inSlot(st: PlannedState, key: string, which: 'cluster' | 'local', text: string): string {
+  const { offset } = slotOf(st, key, which);
+  return text.replace(/\b(\d+)-(\d+) :/g, (_, a: string, b: string) => `${Number(a) + offset}-${Number(b) + offset} :`);
+}
+
+/** The lines of one service port's chains and elements (its slots' elements only), as listed. */
 function serviceText(st: PlannedState, key: string): string {
   const o = st.perService.get(key);
   if (!o) return '';
   const sets = [...new Set(o.elements.map((e) => e.map))].map((m) => st.base.sets.find((s) => s.name === m)!);
   const elements = new Map(sets.map((s) => [s.name, o.elements.filter((e) => e.map === s.name).map((e) => e.element)]));
-  for (const [n, els] of o.setElements) elements.set(n, [...els]);
+  for (const [n, els] of o.setElements) {
+    sets.push(bucketSet(st.family, n)!);
+    elements.set(n, [...els]);
+  }
   const t: NftTable = { family: st.nftFamily, name: st.tableName, sets: [...sets, ...o.sets], elements, chains: [...o.chains] };
   return renderTable(t)
     .split('\n')
@@ -84,7 +107,6 @@ function serviceText(st: PlannedState, key: string): string {
 
 describe('service shapes', () => {
   const st = planTable(snapshot4());
-  const web = 'endpoints-CDGGSHYL-default/web/tcp/http';
   const cases: { name: string; key: string; has: string[]; not?: RegExp[] }[] = [
     {
       name: 'ClusterIP, one port: map element, off-cluster masquerade, DNAT from the endpoint map, hairpin elements',
@@ -92,17 +114,17 @@ describe('service shapes', () => {
       has: [
         '10.96.0.10 . tcp . 80 : goto service-CDGGSHYL-default/web/tcp/http',
         'ip daddr 10.96.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade',
-        `meta l4proto tcp dnat ip to numgen random mod 65536 map @${web}\n\t}`,
-        `map ${web} {\n\t\telements = { 0-32767 : 10.244.1.5 . 8080, 32768-65535 : 10.244.2.5 . 8080 }`,
+        `meta l4proto tcp ${dnatText(st, 'default/web:http')}\n\t}`,
+        inSlot(st, 'default/web:http', 'cluster', 'elements = { 0-32767 : 10.244.1.5 . 8080, 32768-65535 : 10.244.2.5 . 8080 }'),
         '10.244.1.5 . 8080 . 10.244.1.5,\n\t\t\t     10.244.2.5 . 8080 . 10.244.2.5',
       ],
       not: [/external-/, /local-/, /affinity/, /chain endpoint-/, /no-endpoint/],
     },
-    { name: 'two named ports: own chains and maps each, target port from the slice', key: 'default/multi:https', has: ['10.96.0.11 . tcp . 443 : goto service-GULZSZRI-default/multi/tcp/https', '0-65535 : 10.244.1.6 . 8443'] },
+    { name: 'two named ports: own chains and maps each, target port from the slice', key: 'default/multi:https', has: ['10.96.0.11 . tcp . 443 : goto service-GULZSZRI-default/multi/tcp/https', inSlot(st, 'default/multi:https', 'cluster', '0-65535 : 10.244.1.6 . 8443')] },
     {
       name: 'no endpoints: the same chain and dispatch element, an empty map, and the VIP in no-endpoint-services',
       key: 'default/empty:http',
-      has: ['set no-endpoint-services', '10.96.0.12 . tcp . 80 comment "default/empty:http" }', '10.96.0.12 . tcp . 80 : goto service-C6ZBJIDU-default/empty/tcp/http', 'map endpoints-C6ZBJIDU-default/empty/tcp/http {\n\t}'],
+      has: ['set no-endpoint-services', '10.96.0.12 . tcp . 80 comment "default/empty:http" }', '10.96.0.12 . tcp . 80 : goto service-C6ZBJIDU-default/empty/tcp/http', dnatText(st, 'default/empty:http'), `map ${slotOf(st, 'default/empty:http').map} {\n\t}`],
       not: [/hairpin/],
     },
     {
@@ -110,14 +132,14 @@ describe('service shapes', () => {
       key: 'default/empty-np:http',
       has: ['203.0.113.12 . tcp . 80 comment "default/empty-np:http"', '10.96.0.22 . tcp . 80 comment', 'tcp . 30084 comment "default/empty-np:http" }', 'tcp . 30084 : goto external-4LGAPA6B'],
     },
-    { name: 'terminating-only endpoints are used', key: 'default/term:http', has: ['0-65535 : 10.244.2.7 . 8080'] },
+    { name: 'terminating-only endpoints are used', key: 'default/term:http', has: [inSlot(st, 'default/term:http', 'cluster', '0-65535 : 10.244.2.7 . 8080')] },
     {
       name: 'NodePort: nodeport element → external chain (masquerade, then the service chain); three endpoints split the range',
       key: 'default/np:http',
       has: [
         'tcp . 30080 : goto external-QUMPV5Z3-default/np/tcp/http',
         '\tchain external-QUMPV5Z3-default/np/tcp/http {\n\t\tjump mark-for-masquerade\n\t\tgoto service-QUMPV5Z3-default/np/tcp/http\n\t}',
-        '0-21844 : 10.244.1.8 . 8080, 21845-43689 : 10.244.2.8 . 8080, 43690-65535 : 10.244.3.8 . 8080',
+        inSlot(st, 'default/np:http', 'cluster', '0-21844 : 10.244.1.8 . 8080, 21845-43689 : 10.244.2.8 . 8080, 43690-65535 : 10.244.3.8 . 8080'),
       ],
     },
     {
@@ -133,19 +155,20 @@ describe('service shapes', () => {
         'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
         'fib saddr type local goto service-F7NDLNIQ-default/etp-local/tcp/http comment "short-circuit local traffic"',
         '\t\tgoto local-F7NDLNIQ-default/etp-local/tcp/http\n\t}',
-        '\tchain local-F7NDLNIQ-default/etp-local/tcp/http {\n\t\tmeta l4proto tcp dnat ip to numgen random mod 65536 map @local-endpoints-F7NDLNIQ-default/etp-local/tcp/http\n\t\tdrop comment "no local endpoints"\n\t}',
-        'map local-endpoints-F7NDLNIQ-default/etp-local/tcp/http {\n\t\telements = { 0-65535 : 10.244.1.10 . 8080 }',
-        '0-32767 : 10.244.1.10 . 8080, 32768-65535 : 10.244.2.10 . 8080',
+        `\tchain local-F7NDLNIQ-default/etp-local/tcp/http {\n\t\tmeta l4proto tcp ${dnatText(st, 'default/etp-local:http', 'local')}\n\t\tdrop comment "no local endpoints"\n\t}`,
+        inSlot(st, 'default/etp-local:http', 'local', '0-65535 : 10.244.1.10 . 8080'),
+        inSlot(st, 'default/etp-local:http', 'cluster', '0-32767 : 10.244.1.10 . 8080, 32768-65535 : 10.244.2.10 . 8080'),
         '203.0.113.11 . tcp . 80 : goto external-F7NDLNIQ',
       ],
     },
     {
       name: 'eTP Local without local endpoints: the same chains, an empty local map (so: drop)',
       key: 'default/etp-none:http',
-      has: ['drop comment "no local endpoints"', 'tcp . 30083 : goto external-LQ2SUB7K', 'map local-endpoints-LQ2SUB7K-default/etp-none/tcp/http {\n\t}', '\t\tgoto local-LQ2SUB7K-default/etp-none/tcp/http\n\t}'],
+      has: ['drop comment "no local endpoints"', 'tcp . 30083 : goto external-LQ2SUB7K', dnatText(st, 'default/etp-none:http', 'local'), '\t\tgoto local-LQ2SUB7K-default/etp-none/tcp/http\n\t}'],
+      not: [new RegExp(`\\b${slotOf(st, 'default/etp-none:http', 'local').offset}-`)],
     },
-    { name: 'iTP Local: ClusterIP → local endpoints only', key: 'default/itp-local:http', has: ['10.96.0.18 . tcp . 80 : goto local-Q6PIQ6MS-default/itp-local/tcp/http', '0-65535 : 10.244.1.12 . 8080'], not: [/10\.244\.2\.12/, /chain service-/] },
-    { name: 'iTP Local without local endpoints: an empty local map, then drop', key: 'default/itp-none:http', has: ['10.96.0.19 . tcp . 80 : goto local-4TXMIWWD-default/itp-none/tcp/http', 'map local-endpoints-4TXMIWWD-default/itp-none/tcp/http {\n\t}', 'drop comment "no local endpoints"'], not: [/reject/, /no-endpoint/] },
+    { name: 'iTP Local: ClusterIP → local endpoints only', key: 'default/itp-local:http', has: ['10.96.0.18 . tcp . 80 : goto local-Q6PIQ6MS-default/itp-local/tcp/http', inSlot(st, 'default/itp-local:http', 'local', '0-65535 : 10.244.1.12 . 8080')], not: [/10\.244\.2\.12/, /chain service-/] },
+    { name: 'iTP Local without local endpoints: an empty local map, then drop', key: 'default/itp-none:http', has: ['10.96.0.19 . tcp . 80 : goto local-4TXMIWWD-default/itp-none/tcp/http', `map ${slotOf(st, 'default/itp-none:http', 'local').map} {\n\t}`, 'drop comment "no local endpoints"'], not: [/reject/, /no-endpoint/] },
     {
       name: 'session affinity: a dynamic set per endpoint, checked before the cascade, updated in the endpoint chain',
       key: 'default/aff:http',
@@ -157,9 +180,9 @@ describe('service shapes', () => {
       ],
       not: [/map endpoints-/],
     },
-    { name: 'UDP', key: 'default/dns:dns', has: ['10.96.0.53 . udp . 53 : goto service-2MBSHUE5-default/dns/udp/dns', 'meta l4proto udp dnat ip to numgen random mod 65536 map @endpoints-2MBSHUE5-default/dns/udp/dns'] },
+    { name: 'UDP', key: 'default/dns:dns', has: ['10.96.0.53 . udp . 53 : goto service-2MBSHUE5-default/dns/udp/dns', `meta l4proto udp ${dnatText(st, 'default/dns:dns')}`] },
     { name: 'TCP port of the same Service', key: 'default/dns:dns-tcp', has: ['10.96.0.53 . tcp . 53 : goto service-7KFHHFMP-default/dns/tcp/dns-tcp'] },
-    { name: 'SCTP', key: 'default/sctp:assoc', has: ['10.96.0.21 . sctp . 9999 : goto service-7WKFH6YP-default/sctp/sctp/assoc', 'meta l4proto sctp dnat ip to numgen random mod 65536 map @endpoints-7WKFH6YP'] },
+    { name: 'SCTP', key: 'default/sctp:assoc', has: ['10.96.0.21 . sctp . 9999 : goto service-7WKFH6YP-default/sctp/sctp/assoc', `meta l4proto sctp ${dnatText(st, 'default/sctp:assoc')}`] },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -170,9 +193,9 @@ describe('service shapes', () => {
   }
   it('endpoint maps say their protocol in their typeof (as nft lists them)', () => {
     const text = renderTable(st.table);
-    expect(text).toContain('\tmap endpoints-2MBSHUE5-default/dns/udp/dns {\n\t\ttypeof numgen random mod 65536 : ip daddr . udp dport\n\t\tflags interval\n');
-    expect(text).toContain('\tmap endpoints-7WKFH6YP-default/sctp/sctp/assoc {\n\t\ttypeof numgen random mod 65536 : ip daddr . sctp dport\n');
-    expect(text).toContain('\tmap endpoints-CDGGSHYL-default/web/tcp/http {\n\t\ttypeof numgen random mod 65536 : ip daddr . tcp dport\n');
+    expect(text).toContain('\tmap endpoints-udp-0 {\n\t\ttypeof numgen random mod 65536 : ip daddr . udp dport\n\t\tflags interval\n');
+    expect(text).toContain('\tmap endpoints-sctp-0 {\n\t\ttypeof numgen random mod 65536 : ip daddr . sctp dport\n');
+    expect(text).toContain('\tmap endpoints-tcp-0 {\n\t\ttypeof numgen random mod 65536 : ip daddr . tcp dport\n');
   });
   it('hairpin: one shared set of endpoint . port . endpoint, matched in postrouting (no per-endpoint rule)', () => {
     const hp = st.table.elements.get(SETS.hairpin)!;
@@ -186,8 +209,8 @@ describe('service shapes', () => {
     const t6 = planTable(snapshot6());
     const text = serviceText(t6, 'default/web:http');
     expect(text).toContain('ip6 daddr fd00:10:96::a ip6 saddr != fd00:10:244::/56 jump mark-for-masquerade');
-    expect(text).toContain('meta l4proto tcp dnat ip6 to numgen random mod 65536 map @endpoints-CDGGSHYL-default/web/tcp/http');
-    expect(text).toContain('0-32767 : fd00:10:244:1::5 . 8080');
+    expect(text).toContain(`meta l4proto tcp ${dnatText(t6, 'default/web:http', 'cluster', 'ip6')}`);
+    expect(text).toContain(inSlot(t6, 'default/web:http', 'cluster', '0-32767 : fd00:10:244:1::5 . 8080'));
     expect(renderTable(t6.table)).toContain('typeof numgen random mod 65536 : ip6 daddr . tcp dport');
     expect(renderTable(t6.table)).toContain('ip6 daddr . th dport . ip6 saddr @hairpin jump mark-for-masquerade');
     for (const c of t6.table.chains) expect(c.name).not.toContain(':');
@@ -200,6 +223,10 @@ describe('service shapes', () => {
     expect(isOwnedChain('egress-masquerade')).toBe(false);
     expect(isOwnedChain('endpoints')).toBe(false);
     expect(isOwnedSet('affinity')).toBe(false);
+    expect(isOwnedMap('endpoints-tcp-12')).toBe(true);
+    expect(isOwnedMap('endpoints-icmp-1')).toBe(false);
+    // per-service maps of the earlier layout are still ours (a full sync deletes them)
+    expect(isOwnedMap('endpoints-CDGGSHYL-default/web/tcp/http')).toBe(true);
   });
   it('no anonymous set or map anywhere: every lookup, vmap and dnat map names a set of the table', () => {
     const names = new Set(st.table.sets.map((s) => s.name));
@@ -291,7 +318,7 @@ describe('partial syncs', () => {
   const elementOnly = (tx: NftTransaction, st: PlannedState): boolean =>
     tx.ops.every((o) => ELEMENT_OPS.has(o.op) && !(o.op === 'flush-set' && st.table.sets.find((x) => x.name === o.set)?.data === 'verdict') && !(o.op === 'add-elements' && o.elements.some((e) => e.verdict)) && !(o.op === 'delete-elements' && Object.values(MAPS).includes(o.set as never)));
 
-  it('one endpoint added: only the endpoint map and the hairpin set change (element ops only)', () => {
+  it('one endpoint added: only the service port slot and the hairpin set change (element ops only)', () => {
     const s1 = variant(base, {
       slices: {
         web: slice('web', [
@@ -307,8 +334,8 @@ describe('partial syncs', () => {
     const tx = planTransaction(p0, p1, changed);
     expect(script(tx, p1)).toBe(
       [
-        'flush map ip podnet endpoints-CDGGSHYL-default/web/tcp/http',
-        'add element ip podnet endpoints-CDGGSHYL-default/web/tcp/http { 0-21844 : 10.244.1.5 . 8080, 21845-43689 : 10.244.2.5 . 8080, 43690-65535 : 10.244.3.5 . 8080 }',
+        inSlot(p0, 'default/web:http', 'cluster', 'delete element ip podnet endpoints-tcp-0 { 0-32767 :, 32768-65535 : }').replace(/ :/g, ''),
+        inSlot(p0, 'default/web:http', 'cluster', 'add element ip podnet endpoints-tcp-0 { 0-21844 : 10.244.1.5 . 8080, 21845-43689 : 10.244.2.5 . 8080, 43690-65535 : 10.244.3.5 . 8080 }'),
         'add element ip podnet hairpin { 10.244.3.5 . 8080 . 10.244.3.5 }',
         '',
       ].join('\n'),
@@ -316,8 +343,9 @@ describe('partial syncs', () => {
     expect(elementOnly(tx, p1)).toBe(true);
     expectConverges(p0, p1, tx);
     // the previous state is untouched
-    expect(p0.perService.get('default/web:http')!.setElements.get('endpoints-CDGGSHYL-default/web/tcp/http')!.length).toBe(2);
-    expect(p1.perService.get('default/web:http')!.setElements.get('endpoints-CDGGSHYL-default/web/tcp/http')!.length).toBe(3);
+    expect(p0.perService.get('default/web:http')!.setElements.get('endpoints-tcp-0')!.length).toBe(2);
+    expect(p1.perService.get('default/web:http')!.setElements.get('endpoints-tcp-0')!.length).toBe(3);
+    expect(slotOf(p1, 'default/web:http')).toEqual(slotOf(p0, 'default/web:http'));
   });
 
   it('one endpoint removed: element ops only', () => {
@@ -328,8 +356,8 @@ describe('partial syncs', () => {
     expect(script(tx, p1)).toBe(
       [
         'delete element ip podnet hairpin { 10.244.1.5 . 8080 . 10.244.1.5 }',
-        'flush map ip podnet endpoints-CDGGSHYL-default/web/tcp/http',
-        'add element ip podnet endpoints-CDGGSHYL-default/web/tcp/http { 0-65535 : 10.244.2.5 . 8080 }',
+        inSlot(p0, 'default/web:http', 'cluster', 'delete element ip podnet endpoints-tcp-0 { 0-32767 :, 32768-65535 : }').replace(/ :/g, ''),
+        inSlot(p0, 'default/web:http', 'cluster', 'add element ip podnet endpoints-tcp-0 { 0-65535 : 10.244.2.5 . 8080 }'),
         '',
       ].join('\n'),
     );
@@ -366,7 +394,7 @@ describe('partial syncs', () => {
     expect(script(tx, p1)).toBe(
       [
         'delete element ip podnet hairpin { 10.244.2.7 . 8080 . 10.244.2.7 }',
-        'flush map ip podnet endpoints-UKCVS3A6-default/term/tcp/http',
+        inSlot(p0, 'default/term:http', 'cluster', 'delete element ip podnet endpoints-tcp-0 { 0-65535 : }').replace(/ :/g, ''),
         'add element ip podnet no-endpoint-services { 10.96.0.13 . tcp . 80 comment "default/term:http" }',
         '',
       ].join('\n'),
@@ -377,7 +405,7 @@ describe('partial syncs', () => {
     expect(script(back, p1)).toBe(
       [
         'delete element ip podnet no-endpoint-services { 10.96.0.13 . tcp . 80 }',
-        'add element ip podnet endpoints-UKCVS3A6-default/term/tcp/http { 0-65535 : 10.244.2.7 . 8080 }',
+        inSlot(p0, 'default/term:http', 'cluster', 'add element ip podnet endpoints-tcp-0 { 0-65535 : 10.244.2.7 . 8080 }'),
         'add element ip podnet hairpin { 10.244.2.7 . 8080 . 10.244.2.7 }',
         '',
       ].join('\n'),
@@ -385,7 +413,7 @@ describe('partial syncs', () => {
     expectConverges(p1, planTable(s0, p1, changed), back);
   });
 
-  it('a service deleted: its elements removed, its chains flushed then deleted, then its map', () => {
+  it('a service deleted: its elements removed, its chains flushed then deleted, then its slot emptied', () => {
     const s1 = variant(base, { services: { np: null }, slices: { np: null } });
     const changed = changedKeys(s0, s1);
     const p1 = planTable(s1, p0, changed);
@@ -399,22 +427,66 @@ describe('partial syncs', () => {
         'flush chain ip podnet external-QUMPV5Z3-default/np/tcp/http',
         'delete chain ip podnet service-QUMPV5Z3-default/np/tcp/http',
         'delete chain ip podnet external-QUMPV5Z3-default/np/tcp/http',
-        'delete map ip podnet endpoints-QUMPV5Z3-default/np/tcp/http',
+        inSlot(p0, 'default/np:http', 'cluster', 'delete element ip podnet endpoints-tcp-0 { 0-21844 :, 21845-43689 :, 43690-65535 : }').replace(/ :/g, ''),
         '',
       ].join('\n'),
     );
     expectConverges(p0, p1, tx);
+    // its slot is free again: the next new service port takes it
+    const s2 = variant(base, { services: { np: null, fresh: service('fresh', { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 80 }] }) }, slices: { np: null, fresh: slice('fresh', [{ ip: '10.244.9.9', node: 'n2' }]) } });
+    const p2 = planTable(s2, p1, new Set(['default/fresh:http']));
+    expect(slotOf(p2, 'default/fresh:http')).toEqual(slotOf(p0, 'default/np:http'));
   });
 
-  it('new service: its map and chains before its rules, its elements last', () => {
+  it('new service: its chains before its rules, its elements last (its slot in the existing bucket map)', () => {
     const s1 = variant(base, { services: { fresh: service('fresh', { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 80 }] }) }, slices: { fresh: slice('fresh', [{ ip: '10.244.9.9', node: 'n2' }]) } });
     const changed = changedKeys(s0, s1);
     const p1 = planTable(s1, p0, changed);
     const tx = planTransaction(p0, p1, changed);
-    expect(tx.ops.map((o) => o.op)).toEqual(['add-set', 'add-chain', 'add-rule', 'add-rule', 'add-elements', 'add-elements', 'add-elements']);
-    expect(script(tx, p1)).toContain('add map ip podnet endpoints-');
-    expect(script(tx, p1)).toContain('{ typeof numgen random mod 65536 : ip daddr . tcp dport; flags interval; }');
+    expect(tx.ops.map((o) => o.op)).toEqual(['add-chain', 'add-rule', 'add-rule', 'add-elements', 'add-elements', 'add-elements']);
+    expect(script(tx, p1)).toContain(`add rule ip podnet service-`);
+    expect(script(tx, p1)).toContain(inSlot(p1, 'default/fresh:http', 'cluster', 'add element ip podnet endpoints-tcp-0 { 0-65535 : 10.244.9.9 . 8080 }'));
     expectConverges(p0, p1, tx);
+  });
+
+  it('endpoint slots: one per map instance, in buckets of 64 per protocol; a new bucket map is added before the rule using it', () => {
+    const svcs = Array.from({ length: 130 }, (_, i) => service(`s${i}`, { clusterIP: `10.96.${1 + (i >> 8)}.${i & 255}`, ports: [{ name: 'http', port: 80 }] }));
+    const sls = svcs.map((s, i) => slice(s.metadata.name!, [{ ip: `10.244.${1 + (i >> 8)}.${i & 255}`, node: 'n2' }, { ip: `10.244.9.${i & 255}`, node: 'n3' }]));
+    const st = planTable(buildSnapshot(svcs.slice(0, 128), sls.slice(0, 128), node4));
+    const buckets = st.table.sets.filter((s) => s.name.startsWith('endpoints-')).map((s) => s.name);
+    expect(buckets).toEqual(['endpoints-tcp-0', 'endpoints-tcp-1']);
+    const seen = new Set<string>();
+    for (let i = 0; i < 128; i++) {
+      const { map, offset } = slotOf(st, `default/s${i}:http`);
+      expect(seen.has(`${map}@${offset}`)).toBe(false);
+      seen.add(`${map}@${offset}`);
+      expect(offset % (2 * NUMGEN_MOD)).toBe(0);
+      expect(offset / (2 * NUMGEN_MOD)).toBeLessThan(BUCKET_SLOTS);
+    }
+    // A slot's elements stay inside its 65,536 values, clear of the next slot's.
+    for (const b of buckets) {
+      const els = st.table.elements.get(b)!;
+      expect(els.length).toBe(128);
+      for (const e of els) {
+        const [lo, hi] = e.key[0]!.split('-').map(Number);
+        expect(Math.floor(lo! / (2 * NUMGEN_MOD))).toBe(Math.floor(hi! / (2 * NUMGEN_MOD)));
+        expect(hi! % (2 * NUMGEN_MOD)).toBeLessThan(NUMGEN_MOD);
+      }
+    }
+    // Two more: the third bucket map is created in the partial transaction, before the rules.
+    const s1 = buildSnapshot(svcs, sls, node4);
+    const changed = new Set(['default/s128:http', 'default/s129:http']);
+    const p1 = planTable(s1, st, changed);
+    const tx = planTransaction(st, p1, changed);
+    const ops = script(tx, p1).split('\n');
+    const addMap = ops.findIndex((l) => l.startsWith('add map ip podnet endpoints-tcp-2 '));
+    expect(addMap).toBeGreaterThanOrEqual(0);
+    expect(ops[addMap]).toContain('{ typeof numgen random mod 65536 : ip daddr . tcp dport; flags interval; comment');
+    expect(ops.findIndex((l) => l.includes('map @endpoints-tcp-2'))).toBeGreaterThan(addMap);
+    expectConverges(st, p1, tx);
+    // A full re-plan from p1 keeps every slot.
+    const full = planTable(s1, p1);
+    for (let i = 0; i < 130; i++) expect(slotOf(full, `default/s${i}:http`)).toEqual(slotOf(p1, `default/s${i}:http`));
   });
 
   it('unchanged services are absent, and an unchanged "changed" key costs nothing', () => {
@@ -498,8 +570,14 @@ describe('partial syncs', () => {
         expect(elementOnly(tx, nextState), script(tx, nextState)).toBe(true);
         elementOnlyRounds++;
       }
-      // and the incremental state equals a state planned from scratch
-      expect(simCanon(simFrom(nextState.table))).toBe(simCanon(simFrom(planTable(next).table)));
+      // and the incremental state equals a state planned from scratch (new port objects, so
+      // nothing is reused) keeping its slots; bucket maps left empty stay until a full sync
+      const fresh = planTable(buildSnapshot([...svcs.values()], [...sls.values()], node4), nextState);
+      const kept = new Set(fresh.table.sets.map((x) => x.name));
+      const inc = nextState.table;
+      const extra = inc.sets.filter((x) => !kept.has(x.name));
+      for (const x of extra) expect([x.name, inc.elements.get(x.name)]).toEqual([expect.stringMatching(/^endpoints-(tcp|udp|sctp)-\d+$/), []]);
+      expect(simCanon(simFrom({ ...inc, sets: inc.sets.filter((x) => kept.has(x.name)) }))).toBe(simCanon(simFrom(fresh.table)));
       snap = next;
       state = nextState;
     }
@@ -608,10 +686,11 @@ describe('performance (10,000 services x 10 endpoints)', () => {
       const st = planTable(snap);
       return [st, planTransaction(undefined, st, undefined, { existing: { chains: [], sets: [] } })] as const;
     });
-    // Per service port one chain and one endpoint map (plus an external chain for the NodePort ones).
+    // Per service port one chain and one endpoint slot (plus an external chain for the NodePort
+    // ones); the slots fill ⌈10,000 / 64⌉ bucket maps.
     expect(full.table.chains.length).toBe(9 + 10_000 + 1_000);
-    expect(full.table.sets.length).toBe(6 + 10_000);
-    expect(tx.ops.length).toBeGreaterThan(50_000);
+    expect(full.table.sets.length).toBe(6 + Math.ceil(10_000 / BUCKET_SLOTS));
+    expect(tx.ops.length).toBeGreaterThan(30_000);
     expect(tx.ops.some((o) => o.op === 'flush-chain')).toBe(false); // a fresh install flushes nothing
     expect(fullMs).toBeLessThan(1500);
 
@@ -635,8 +714,8 @@ describe('performance (10,000 services x 10 endpoints)', () => {
     }
     times.sort((a, b) => a - b);
     const median = times[10]!;
-    // Element ops only: the endpoint map rewritten, the new endpoint's hairpin element.
-    expect(last!.ops.map((o) => o.op)).toEqual(['flush-set', 'add-elements', 'add-elements']);
+    // Element ops only: the slot's elements rewritten, the new endpoint's hairpin element.
+    expect(last!.ops.map((o) => o.op)).toEqual(['delete-elements', 'add-elements', 'add-elements']);
     expect(median).toBeLessThan(5);
     // A periodic full resync of unchanged ports reuses the planned objects (same ProxyServicePort objects).
     const [, resyncMs] = measure(() => planTable(snap2, full));

@@ -53,8 +53,47 @@ export const SETS = {
   hairpin: 'hairpin',
 } as const;
 
-/** The range `numgen random mod NUMGEN_MOD` gives: a service port's endpoint map splits it. */
+/** The range `numgen random mod NUMGEN_MOD` gives: a service port's endpoint slot splits it. */
 export const NUMGEN_MOD = 65536;
+
+/**
+ * Endpoint maps are shared: a service port's endpoints (and its local endpoints) are the
+ * elements of one **slot** of an endpoint bucket map `endpoints-<proto>-<n>`, which holds
+ * BUCKET_SLOTS slots. Slot s (of its protocol) is bucket ⌊s / BUCKET_SLOTS⌋, numgen values
+ * from `(s mod BUCKET_SLOTS) × SLOT_STRIDE`: the rule reads `numgen random mod 65536
+ * offset <that>`. The stride leaves a gap after each slot's 65,536 values, so the interval
+ * end of one slot never meets the start of the next. (README "Choices": one map per
+ * service port made a full load quadratic; one map for all made every bind walk it.)
+ */
+export const BUCKET_SLOTS = 64;
+export const SLOT_STRIDE = 2 * NUMGEN_MOD;
+export type SlotProto = 'tcp' | 'udp' | 'sctp';
+
+/** The endpoint bucket map holding slot `slot` of protocol `proto`. */
+export function bucketName(proto: SlotProto, slot: number): string {
+  return `endpoints-${proto}-${Math.floor(slot / BUCKET_SLOTS)}`;
+}
+
+/** The first numgen value of a slot in its bucket. */
+export function slotOffset(slot: number): number {
+  return (slot % BUCKET_SLOTS) * SLOT_STRIDE;
+}
+
+const BUCKET_MAP = /^endpoints-(tcp|udp|sctp)-(\d+)$/;
+
+/** The definition of an endpoint bucket map by name (undefined for other names). */
+export function bucketSet(family: Family, name: string): NftSet | undefined {
+  const m = BUCKET_MAP.exec(name);
+  if (!m) return undefined;
+  return {
+    name,
+    key: ['integer'],
+    data: [family === 4 ? 'ipv4_addr' : 'ipv6_addr', 'inet_service'],
+    interval: true,
+    numgenTypeof: { mod: NUMGEN_MOD, proto: m[1] as SlotProto },
+    comment: `${m[1]} service port endpoints, ${BUCKET_SLOTS} slots of ${SLOT_STRIDE} numgen values`,
+  };
+}
 
 /** The node addresses NodePorts answer on (present when ProxyNodeConfig.nodeIPs is not empty). */
 export const NODEPORT_IPS_SET = 'nodeport-ips';
@@ -74,6 +113,7 @@ const FIXED_CHAINS: ReadonlySet<string> = new Set(Object.values(CHAINS));
 const FIXED_SETS: ReadonlySet<string> = new Set([...Object.values(MAPS), ...Object.values(SETS), NODEPORT_IPS_SET]);
 const MAP_NAMES: ReadonlySet<string> = new Set(Object.values(MAPS));
 const PER_SERVICE_CHAIN = /^(service|local|external|endpoint)-[A-Z2-7]{8}-/;
+// (endpoints-H / local-endpoints-H: per-service endpoint maps of earlier versions, still ours to delete)
 const PER_SERVICE_MAP = /^(endpoints|local-endpoints)-[A-Z2-7]{8}-/;
 const PER_SERVICE_SET = /^(affinity|endpoints|local-endpoints)-[A-Z2-7]{8}-/;
 
@@ -84,12 +124,12 @@ export function isOwnedChain(name: string): boolean {
 
 /** True for a set or map name podnet's proxy owns. */
 export function isOwnedSet(name: string): boolean {
-  return FIXED_SETS.has(name) || PER_SERVICE_SET.test(name);
+  return FIXED_SETS.has(name) || PER_SERVICE_SET.test(name) || BUCKET_MAP.test(name);
 }
 
 /** True for the owned names that are maps (`flush map`, not `flush set`): the verdict maps and the endpoint maps. */
 export function isOwnedMap(name: string): boolean {
-  return MAP_NAMES.has(name) || PER_SERVICE_MAP.test(name);
+  return MAP_NAMES.has(name) || PER_SERVICE_MAP.test(name) || BUCKET_MAP.test(name);
 }
 
 // ---------------------------------------------------------------- the planned state
@@ -107,10 +147,12 @@ export interface ServiceObjects {
   readonly port: ProxyServicePort;
   /** Its chains, in table order: service-, local-, external-, then endpoint- chains. */
   readonly chains: readonly NftChain[];
-  /** Its sets: endpoint maps (endpoints-H, local-endpoints-H), or with ClientIP affinity one dynamic set per endpoint. */
+  /** Its own sets: with ClientIP affinity one dynamic set per endpoint (else none). */
   readonly sets: readonly NftSet[];
-  /** Elements of its own static sets (the endpoint maps), by set name. */
+  /** Its elements in endpoint bucket maps (its slots' ranges), by bucket name. */
   readonly setElements: ReadonlyMap<string, readonly NftElement[]>;
+  /** The slots it holds (slot ids: `<proto>|<port key>|cluster` / `|local`). */
+  readonly slotIds: readonly string[];
   /** What it wants in the shared maps (the first service port by key owns a contested key). */
   readonly elements: readonly MapElement[];
 }
@@ -125,6 +167,79 @@ export interface BaseObjects {
 
 const claimKey = (map: string, key: readonly string[]): string => `${map}|${key.join(' . ')}`;
 
+/** Which endpoint slots are held, and which bucket maps exist (part of the planned state). */
+export interface SlotState {
+  /** Slot id (`<proto>|<port key>|cluster|local`) → slot number (per protocol). */
+  readonly slots: PMap<number>;
+  /** `<proto>:<slot>` → slot id. */
+  readonly owners: PMap<string>;
+  /** Per protocol: every slot below this is held (where a search for a free one starts). */
+  readonly low: Readonly<Record<string, number>>;
+  /** Bucket maps that exist (created when first used; removed only by a full sync). */
+  readonly buckets: PMap<true>;
+}
+
+const EMPTY_SLOTS: SlotState = { slots: PMap.of(), owners: PMap.of(), low: {}, buckets: PMap.of() };
+const slotProto = (id: string): SlotProto => id.slice(0, id.indexOf('|')) as SlotProto;
+
+/**
+ * Hands out endpoint slots while a plan is made: a slot id keeps the slot it has in
+ * `base`; a new one takes its slot of `prefer` (the previous plan's) when free, else the
+ * lowest free slot of its protocol. Releases are applied by the caller after planning, so
+ * a slot freed in one transaction is reused only by a later one.
+ */
+class SlotAllocator {
+  readonly #slots = new Map<string, number | undefined>();
+  readonly #owners = new Map<string, string | undefined>();
+  readonly #buckets = new Map<string, true>();
+  readonly #low: Record<string, number>;
+
+  constructor(
+    private readonly base: SlotState,
+    private readonly prefer?: PMap<number>,
+  ) {
+    this.#low = { ...base.low };
+  }
+
+  private slotOf(id: string): number | undefined {
+    return this.#slots.has(id) ? this.#slots.get(id) : this.base.slots.get(id);
+  }
+
+  private ownerOf(k: string): string | undefined {
+    return this.#owners.has(k) ? this.#owners.get(k) : this.base.owners.get(k);
+  }
+
+  take(id: string): number {
+    const have = this.slotOf(id);
+    if (have !== undefined) return have;
+    const proto = slotProto(id);
+    let s = this.prefer?.get(id);
+    if (s === undefined || this.ownerOf(`${proto}:${s}`) !== undefined) {
+      s = this.#low[proto] ?? 0;
+      while (this.ownerOf(`${proto}:${s}`) !== undefined) s++;
+      this.#low[proto] = s + 1;
+    }
+    this.#slots.set(id, s);
+    this.#owners.set(`${proto}:${s}`, id);
+    const b = bucketName(proto, s);
+    if (!this.base.buckets.has(b)) this.#buckets.set(b, true);
+    return s;
+  }
+
+  release(id: string): void {
+    const s = this.slotOf(id);
+    if (s === undefined) return;
+    const proto = slotProto(id);
+    this.#slots.set(id, undefined);
+    this.#owners.set(`${proto}:${s}`, undefined);
+    this.#low[proto] = Math.min(this.#low[proto] ?? 0, s);
+  }
+
+  state(): SlotState {
+    return { slots: this.base.slots.with(this.#slots), owners: this.base.owners.with(this.#owners), low: this.#low, buckets: this.base.buckets.with(this.#buckets) };
+  }
+}
+
 /** What podnet wants in one family's table: the result of planTable. */
 export class PlannedState {
   readonly family: Family;
@@ -136,12 +251,14 @@ export class PlannedState {
   readonly perService: ReadonlyMap<string, ServiceObjects>;
   /** Claims on shared-map keys: claimKey → the service port keys wanting it, sorted. */
   readonly claims: ReadonlyMap<string, readonly string[]>;
+  /** Endpoint slots and bucket maps. */
+  readonly slots: SlotState;
   /** @internal Compared to decide whether a partial sync is possible. */
   readonly nodeSignature: string;
   #table: NftTable | undefined;
 
   /** @internal Use planTable. */
-  constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<readonly string[]>; nodeSignature: string }) {
+  constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<readonly string[]>; slots: SlotState; nodeSignature: string }) {
     this.family = o.family;
     this.nftFamily = o.family === 4 ? 'ip' : 'ip6';
     this.tableName = TABLE_NAME;
@@ -149,6 +266,7 @@ export class PlannedState {
     this.base = o.base;
     this.perService = o.perService;
     this.claims = o.claims;
+    this.slots = o.slots;
     this.nodeSignature = o.nodeSignature;
   }
 
@@ -171,8 +289,9 @@ export class PlannedState {
 
   /**
    * The whole table (built on first use: O(all), so a partial sync never asks for it).
-   * Order: base sets, affinity sets by service key; base chains, then each service port's
-   * chains by key — the order a full sync creates them in, i.e. how the kernel lists them.
+   * Order: base sets, bucket maps (by protocol and number), affinity sets by service key;
+   * base chains, then each service port's chains by key — the order a full sync creates
+   * them in, i.e. how the kernel lists them.
    */
   get table(): NftTable {
     if (this.#table) return this.#table;
@@ -180,22 +299,34 @@ export class PlannedState {
     const chains: NftChain[] = [...this.base.chains];
     const elements = new Map<string, NftElement[]>();
     for (const s of this.base.sets) if (!s.dynamic) elements.set(s.name, [...(this.base.elements.get(s.name) ?? [])]);
+    for (const b of sortedBuckets(this.slots.buckets.keys())) {
+      sets.push(bucketSet(this.family, b)!);
+      elements.set(b, []);
+    }
     const keys = [...this.perService.keys()].sort();
     for (const k of keys) {
       const o = this.perService.get(k)!;
-      for (const s of o.sets) {
-        sets.push(s);
-        if (!s.dynamic) elements.set(s.name, [...(o.setElements.get(s.name) ?? [])]);
-      }
+      for (const s of o.sets) sets.push(s);
+      for (const [b, els] of o.setElements) elements.get(b)?.push(...els);
       for (const c of o.chains) chains.push(c);
       for (const me of o.elements) {
         if (this.claims.get(claimKey(me.map, me.element.key))?.[0] !== k) continue;
         elements.get(me.map)?.push(me.element);
       }
     }
+    for (const b of this.slots.buckets.keys()) elements.get(b)!.sort((x, y) => rangeStart(x) - rangeStart(y));
     this.#table = { family: this.nftFamily, name: this.tableName, sets, elements, chains };
     return this.#table;
   }
+}
+
+const rangeStart = (e: NftElement): number => parseInt(e.key[0]!, 10);
+
+/** Bucket names in table order: by protocol, then by number. */
+function sortedBuckets(names: Iterable<string>): string[] {
+  const num = (n: string): number => Number(BUCKET_MAP.exec(n)![2]);
+  const proto = (n: string): string => BUCKET_MAP.exec(n)![1]!;
+  return [...names].sort((a, b) => (proto(a) < proto(b) ? -1 : proto(a) > proto(b) ? 1 : num(a) - num(b)));
 }
 
 // ---------------------------------------------------------------- per-family context
@@ -359,9 +490,12 @@ export function planBaseObjects(node: ProxyNodeConfig): BaseObjects {
   return planBase(context(node));
 }
 
-/** The chains, sets and map elements of one service port. */
-export function planService(sp: ProxyServicePort, node: ProxyNodeConfig): ServiceObjects {
-  return planServiceIn(sp, context(node));
+/**
+ * The chains, sets and map elements of one service port; `slotOf` gives the endpoint slot
+ * of each of its slot ids (the planner's allocation; the trace reads it off the kernel's rule).
+ */
+export function planService(sp: ProxyServicePort, node: ProxyNodeConfig, slotOf: (id: string) => number): ServiceObjects {
+  return planServiceIn(sp, context(node), slotOf);
 }
 
 /**
@@ -376,10 +510,10 @@ export function numgenSplit(n: number, mod = NUMGEN_MOD): [number, number][] {
   return out;
 }
 
-/** The elements of an endpoint map: range i of the split → endpoint i's address . port. */
-function endpointMapElements(eps: readonly ProxyEndpoint[]): NftElement[] {
+/** The elements of an endpoint slot at `offset`: range i of the split → endpoint i's address . port. */
+function endpointMapElements(eps: readonly ProxyEndpoint[], offset: number): NftElement[] {
   const ranges = numgenSplit(eps.length);
-  return ranges.map(([lo, hi], i) => ({ key: [`${lo}-${hi}`], data: [nftAddr(eps[i]!.ip), String(eps[i]!.port)] }));
+  return ranges.map(([lo, hi], i) => ({ key: [`${lo + offset}-${hi + offset}`], data: [nftAddr(eps[i]!.ip), String(eps[i]!.port)] }));
 }
 
 /** Endpoints once each (by ip/port), in order. */
@@ -395,7 +529,7 @@ function uniqueEndpoints(eps: readonly ProxyEndpoint[]): ProxyEndpoint[] {
   return out;
 }
 
-function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
+function planServiceIn(sp: ProxyServicePort, ctx: Ctx, slotOf: (id: string) => number): ServiceObjects {
   const proto = sp.protocol.toLowerCase();
   const suffix = `${sp.namespace}/${sp.name}/${proto}/${sp.portName || `p${sp.port}`}`;
   const h = portHash(sp.key, sp.protocol, 8);
@@ -423,6 +557,7 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
 
   const sets: NftSet[] = [];
   const setElements = new Map<string, NftElement[]>();
+  const slotIds: string[] = [];
   const epChains: NftChain[] = [];
   const masqOffCluster = (): NftRule[] => (ctx.clusterCIDR ? [rule([match(ctx.daddrExpr, clusterIP), match(saddr, ctx.clusterCIDR, '!='), JUMP_MASQ])] : []);
   const head = (chain: string): NftRule[] => (internalChain === chain ? masqOffCluster() : []);
@@ -430,17 +565,25 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
   const chains: NftChain[] = [];
 
   if (!affinity) {
-    // Endpoint choice is data: `dnat ... to numgen random mod 65536 map @endpoints-H`, whose
-    // elements split the numgen range over the endpoints. An endpoint change rewrites only
-    // those elements (no rule, no verdict, so no chain-graph validation at commit).
-    const mapOf = (name: string, eps: readonly ProxyEndpoint[]): NftStmt => {
-      sets.push({ name, key: ['integer'], data: [ctx.addrType, 'inet_service'], interval: true, numgenTypeof: { mod: NUMGEN_MOD, proto: proto as 'tcp' | 'udp' | 'sctp' } });
-      setElements.set(name, endpointMapElements(eps));
-      return { kind: 'dnat-map', key: { kind: 'numgen', mod: NUMGEN_MOD }, map: name };
+    // Endpoint choice is data: `dnat ... to numgen random mod 65536 offset O map
+    // @endpoints-<proto>-<n>`, whose elements in the slot at O split the numgen range over
+    // the endpoints. An endpoint change rewrites only those elements (no rule, no verdict,
+    // so no chain-graph validation at commit).
+    const slotProtoOf = proto as SlotProto;
+    const mapOf = (which: 'cluster' | 'local', eps: readonly ProxyEndpoint[]): NftStmt => {
+      const id = `${slotProtoOf}|${sp.key}|${which}`;
+      const slot = slotOf(id);
+      const map = bucketName(slotProtoOf, slot);
+      const offset = slotOffset(slot);
+      slotIds.push(id);
+      const els = endpointMapElements(eps, offset);
+      const have = setElements.get(map);
+      setElements.set(map, have ? [...have, ...els] : els);
+      return { kind: 'dnat-map', key: { kind: 'numgen', mod: NUMGEN_MOD, ...(offset ? { offset } : {}) }, map };
     };
-    if (usesService) chains.push({ name: serviceChain, rules: [...head(serviceChain), rule([l4, mapOf(`endpoints-${h}-${suffix}`, all)])] });
+    if (usesService) chains.push({ name: serviceChain, rules: [...head(serviceChain), rule([l4, mapOf('cluster', all)])] });
     // A lookup miss (no local endpoint) falls through to the drop.
-    if (usesLocal) chains.push({ name: localChain, rules: [...head(localChain), rule([l4, mapOf(`local-endpoints-${h}-${suffix}`, local)]), noLocal] });
+    if (usesLocal) chains.push({ name: localChain, rules: [...head(localChain), rule([l4, mapOf('local', local)]), noLocal] });
   } else {
     // ClientIP affinity: a dynamic set per endpoint remembers clients, so endpoints are chains
     // (their changes are rule changes: validated at commit, like the v1 layout).
@@ -502,7 +645,7 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx): ServiceObjects {
     const ip = nftAddr(e.ip);
     add(SETS.hairpin, { key: [ip, String(e.port), ip] });
   }
-  return { key: sp.key, port: sp, chains, sets, setElements, elements };
+  return { key: sp.key, port: sp, chains, sets, setElements, slotIds, elements };
 }
 
 // ---------------------------------------------------------------- planTable
@@ -533,14 +676,18 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
     const svc = new Map<string, ServiceObjects | undefined>();
     const claims = new Map<string, readonly string[] | undefined>();
     const claimOf = (ck: string): readonly string[] => (claims.has(ck) ? (claims.get(ck) ?? []) : (prev.claims.get(ck) ?? []));
+    const slots = new SlotAllocator(prev.slots);
+    const take = (id: string): number => slots.take(id);
+    const released: string[] = [];
     for (const k of changed) {
       const old = prev.perService.get(k);
       const sp = snapshot.services.get(k);
       if (old && old.port === sp) continue; // the same port object: nothing to plan
-      let now = sp ? planServiceIn(sp, ctx) : undefined;
+      let now = sp ? planServiceIn(sp, ctx, take) : undefined;
       if (!old && !now) continue;
       if (old && now && sameObjects(old, now)) now = old; // e.g. a change in the other family only
       svc.set(k, now);
+      for (const id of old?.slotIds ?? []) if (!now?.slotIds.includes(id)) released.push(id);
       for (const me of old?.elements ?? []) {
         const ck = claimKey(me.map, me.element.key);
         const rest = claimOf(ck).filter((x) => x !== k);
@@ -551,14 +698,27 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
         claims.set(ck, insertSorted(claimOf(ck), k));
       }
     }
-    return new PlannedState({ family: snapshot.family, node: snapshot.node, base: prev.base, perService: prev.pServices.with(svc), claims: prev.pClaims.with(claims), nodeSignature: sig });
+    for (const id of released) slots.release(id);
+    return new PlannedState({ family: snapshot.family, node: snapshot.node, base: prev.base, perService: prev.pServices.with(svc), claims: prev.pClaims.with(claims), slots: slots.state(), nodeSignature: sig });
   }
   const perService = new Map<string, ServiceObjects>();
   const claims = new Map<string, readonly string[]>();
   const reuse = prev && prev.family === snapshot.family && prev.nodeSignature === sig ? prev : undefined;
+  // Slots start over, keeping the previous plan's where they are free: reused objects keep
+  // theirs (taken first, so a re-planned port cannot take one of them).
+  const slots = new SlotAllocator(EMPTY_SLOTS, prev && prev.family === snapshot.family ? prev.slots.slots : undefined);
+  const take = (id: string): number => slots.take(id);
+  const reused = new Set<string>();
+  if (reuse) {
+    for (const [k, sp] of snapshot.services) {
+      const old = reuse.perService.get(k);
+      if (!old || old.port !== sp) continue;
+      reused.add(k);
+      for (const id of old.slotIds) take(id);
+    }
+  }
   for (const [k, sp] of snapshot.services) {
-    const old = reuse?.perService.get(k);
-    const o = old && old.port === sp ? old : planServiceIn(sp, ctx);
+    const o = reused.has(k) ? reuse!.perService.get(k)! : planServiceIn(sp, ctx, take);
     perService.set(k, o);
     for (const me of o.elements) {
       const ck = claimKey(me.map, me.element.key);
@@ -567,7 +727,7 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
       else claims.set(ck, insertSorted(list, k));
     }
   }
-  return new PlannedState({ family: snapshot.family, node: snapshot.node, base: planBase(ctx), perService: PMap.of(perService), claims: PMap.of(claims), nodeSignature: sig });
+  return new PlannedState({ family: snapshot.family, node: snapshot.node, base: planBase(ctx), perService: PMap.of(perService), claims: PMap.of(claims), slots: slots.state(), nodeSignature: sig });
 }
 
 // ---------------------------------------------------------------- planTransaction
@@ -683,10 +843,14 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   const addSets: NftSet[] = [];
   const addChains: NftChain[] = [];
   const ruleChains: NftChain[] = [];
-  /** Own static sets (endpoint maps) whose elements are rewritten: flushed (when they existed) and refilled. */
+  /** Own static sets whose elements are rewritten: flushed (when they existed) and refilled. */
   const flushSets: string[] = [];
   const fillSets: [string, readonly NftElement[]][] = [];
+  /** Endpoint slots rewritten: their old elements deleted, then the new ones added, per bucket. */
+  const slotDeletes = new Map<string, string[][]>();
+  const slotAdds = new Map<string, NftElement[]>();
   const affected = new Set<string>();
+  for (const b of sortedBuckets(next.slots.buckets.keys())) if (!prev.slots.buckets.has(b)) addSets.push(bucketSet(next.family, b)!);
   for (const k of [...changed].sort()) {
     const p = prev.perService.get(k);
     const n = next.perService.get(k);
@@ -734,6 +898,14 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
       addChains.push(c);
       ruleChains.push(c);
     }
+    for (const b of new Set([...(p?.setElements.keys() ?? []), ...(n?.setElements.keys() ?? [])])) {
+      const pe = p?.setElements.get(b) ?? [];
+      const ne = n?.setElements.get(b) ?? [];
+      if (pe === ne || JSON.stringify(pe) === JSON.stringify(ne)) continue;
+      // Element-only: no rule refers to an element, so this needs no validation at commit.
+      if (pe.length) slotDeletes.set(b, [...(slotDeletes.get(b) ?? []), ...pe.map((e) => [...e.key])]);
+      if (ne.length) slotAdds.set(b, [...(slotAdds.get(b) ?? []), ...ne]);
+    }
     for (const me of p?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
     for (const me of n?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
   }
@@ -765,6 +937,8 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   for (const c of ruleChains) for (const r of c.rules) ops.push({ op: 'add-rule', chain: c.name, rule: r });
   for (const s of flushSets) ops.push({ op: 'flush-set', set: s });
   for (const [s, els] of fillSets) pushElements(ops, s, els);
+  for (const [b, keys] of slotDeletes) for (let i = 0; i < keys.length; i += ELEMENT_CHUNK) ops.push({ op: 'delete-elements', set: b, keys: keys.slice(i, i + ELEMENT_CHUNK) });
+  for (const [b, els] of slotAdds) pushElements(ops, b, els);
   for (const m of MAP_ORDER) {
     const els = addElements.get(m);
     if (els?.length) pushElements(ops, m, els);

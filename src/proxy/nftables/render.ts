@@ -112,7 +112,7 @@ function renderExpr(e: NftExpr): string {
     case 'fib':
       return `fib ${e.what}`;
     case 'numgen':
-      return `numgen random mod ${e.mod}`;
+      return `numgen random mod ${e.mod}${e.offset ? ` offset ${e.offset}` : ''}`;
     case 'const':
       return renderValue(e.type, e.value);
     case 'concat':
