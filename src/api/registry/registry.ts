@@ -37,6 +37,21 @@ export interface WriteResult<T extends KubeObject = KubeObject> {
   warnings: string[];
   /** 201 for creates, 200 otherwise. */
   created?: boolean;
+  /** What the store holds now (absent for dry runs and no-op updates): served with stampStored, without decoding. */
+  stored?: { value: string; revision: number };
+}
+
+/** A write's result whose object is decoded from the stored value only when someone reads it. */
+function storedResult<T extends KubeObject>(resource: ResourceName, kv: KV, warnings: string[], created?: boolean): WriteResult<T> {
+  let object: T | undefined;
+  return {
+    get object(): T {
+      return (object ??= decodeObject(resource, kv.value, kv.modRevision) as T);
+    },
+    warnings,
+    ...(created ? { created } : {}),
+    stored: { value: kv.value, revision: kv.modRevision },
+  };
 }
 
 export interface ListOptions {
@@ -250,8 +265,9 @@ export class Registry {
         // One transaction: the object, its allocation records, and the check that its
         // namespace is still the active one we read.
         const [kv] = await this.write(() => this.commit([{ kind: 'create', key, value: encode(toStore) }, ...(plan?.ops ?? []), ...(nsCheck ? [nsCheck] : [])], opts.dryRun));
+        if (!opts.dryRun) return storedResult<T>(resource, kv!, warnings, true);
         const object = decodeObject(resource, kv!.value, kv!.modRevision) as T;
-        if (opts.dryRun) delete object.metadata.resourceVersion; // nothing was stored
+        delete object.metadata.resourceVersion; // nothing was stored
         return { object, warnings, created: true };
       } catch (e) {
         if (attempt >= MAX_WRITE_ATTEMPTS && isPrecondition(e)) throw errors.conflict(target(resource, meta.name), 'too many concurrent writers; try again');
@@ -343,7 +359,7 @@ export class Registry {
         if (opts.dryRun) return { object: obj as T, warnings };
         try {
           const next = await this.write(() => this.store.update(key, encode(obj), kv.modRevision));
-          return { object: decodeObject(resource, next.value, next.modRevision) as T, warnings };
+          return storedResult<T>(resource, next, warnings);
         } catch (e) {
           if (isStoreError(e, 'Conflict')) {
             if (requestedRV) throw errors.conflict(target(resource, name));
@@ -360,8 +376,9 @@ export class Registry {
         this.validateOrThrow(resource, toStore, { op: 'update', old });
         try {
           const [next] = await this.write(() => this.commit([{ kind: 'update', key, value: encode(toStore), expectedModRevision: kv.modRevision }, ...plan.ops], opts.dryRun));
-          if (!opts.dryRun) await plan.releaseUnused();
-          return { object: decodeObject(resource, next!.value, next!.modRevision) as T, warnings };
+          if (opts.dryRun) return { object: decodeObject(resource, next!.value, next!.modRevision) as T, warnings };
+          await plan.releaseUnused();
+          return storedResult<T>(resource, next!, warnings);
         } catch (e) {
           if (round < MAX_WRITE_ATTEMPTS && isStoreError(e, 'KeyExists') && e.key && (await this.allocations(resource, () => alloc.onKeyExists(plan, e.key!, owner, state), obj))) continue;
           if (isStoreError(e, 'Conflict') && e.key === key) {

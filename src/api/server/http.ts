@@ -11,7 +11,8 @@ import { RESOURCES, apiVersionOf } from '../../client/resources.js';
 import type { KubeObject } from '../../client/types.js';
 import type { Logger } from '../../util/log.js';
 import { patchTypeOf } from '../patch/index.js';
-import type { FieldValidation, Registry } from '../registry/registry.js';
+import type { FieldValidation, Registry, WriteResult } from '../registry/registry.js';
+import { stampStored } from '../registry/objects.js';
 import { MAX_OBJECT_DEPTH } from '../validation/schemas.js';
 import { ANONYMOUS, authorize } from './auth.js';
 import type { ObjectLookup, TokenAuthenticator, User } from './auth.js';
@@ -231,16 +232,16 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
       await checkObject(body);
       const out = await reg.create(r.resource, r.namespace, body, { fieldValidation, dryRun });
       warn(res, out.warnings);
-      log(opts, user, r, out.object);
-      return sendObject(res, 201, r.resource, out.object, table);
+      log(opts, user, r, out);
+      return sendWritten(res, 201, r.resource, out, table);
     }
     case 'update': {
       await checkObject();
       const body = await readBody(req, maxBody, 'update');
       const out = await reg.update(r.resource, r.namespace, r.name!, body, { fieldValidation, dryRun, ...(r.subresource ? { subresource: r.subresource } : {}) });
       warn(res, out.warnings);
-      log(opts, user, r, out.object);
-      return sendObject(res, 200, r.resource, out.object, table);
+      log(opts, user, r, out);
+      return sendWritten(res, 200, r.resource, out, table);
     }
     case 'patch': {
       await checkObject();
@@ -249,15 +250,15 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
       const patch = await readBody(req, maxBody, 'patch');
       const out = await reg.patch(r.resource, r.namespace, r.name!, patch, type, { fieldValidation, dryRun, ...(r.subresource ? { subresource: r.subresource } : {}) });
       warn(res, out.warnings);
-      log(opts, user, r, out.object);
-      return sendObject(res, 200, r.resource, out.object, table);
+      log(opts, user, r, out);
+      return sendWritten(res, 200, r.resource, out, table);
     }
     case 'delete': {
       await checkObject();
       const body = req.headers['content-length'] === '0' ? undefined : await readBody(req, maxBody, 'delete', true);
       const del = deleteOptions(body, q);
       const obj = await reg.delete(r.resource, r.namespace, r.name!, { ...del, dryRun });
-      log(opts, user, r, obj);
+      log(opts, user, r, { object: obj, warnings: [] });
       return sendObject(res, 200, r.resource, obj, table);
     }
     case 'deletecollection': {
@@ -278,7 +279,9 @@ async function resourceRequest(req: IncomingMessage, res: ServerResponse, r: Res
   }
 }
 
-function log(opts: HandlerOptions, user: User, r: ResourceRequest, obj: KubeObject): void {
+function log(opts: HandlerOptions, user: User, r: ResourceRequest, out: WriteResult): void {
+  if (!opts.log.isLevelEnabled('debug')) return; // (reading out.object decodes it)
+  const obj = out.object;
   opts.log.debug({ verb: r.verb, resource: r.subresource ? `${r.resource}/${r.subresource}` : r.resource, namespace: r.namespace, name: obj.metadata.name, resourceVersion: obj.metadata.resourceVersion, user: user.name }, 'write');
 }
 
@@ -340,6 +343,52 @@ function deleteOptions(body: unknown, q: URLSearchParams): { gracePeriodSeconds?
   return out;
 }
 
+/**
+ * The request body, at most `limit` bytes (else 413, the rest drained). Listeners, not an
+ * async iterator: that costs an iterator and a promise per chunk on every write.
+ */
+function collectBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        req.resume();
+        reject(errors.tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    const onError = (e: Error): void => {
+      done();
+      reject(e);
+    };
+    // The client went away before the end of the body (what an async iterator reports as a premature close).
+    const onClose = (): void => {
+      if (req.readableEnded) return;
+      done();
+      reject(Object.assign(new Error('the request was aborted before its body ended'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
 /** Reads and decodes a JSON (or YAML) body of at most `limit` bytes. */
 async function readBody(req: IncomingMessage, limit: number, what: string, optional = false): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? NaN);
@@ -347,17 +396,7 @@ async function readBody(req: IncomingMessage, limit: number, what: string, optio
     req.resume();
     throw errors.tooLarge(limit);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      throw errors.tooLarge(limit);
-    }
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = (await collectBody(req, limit)).toString('utf8');
   if (!text.trim()) {
     if (optional) return undefined;
     throw errors.badRequest(`the request body of a ${what} must not be empty`);
@@ -410,6 +449,13 @@ function sendObject(res: ServerResponse, code: number, resource: ResourceRequest
   const typed: KubeObject = { apiVersion: apiVersionOf(info), kind: info.kind, ...rest };
   if (table) return sendJson(res, code, tableOf(resource, [typed], { resourceVersion: typed.metadata.resourceVersion ?? '' }, table.include));
   sendJson(res, code, typed);
+}
+
+/** A write's object: its stored text stamped (no decode, no re-encode) unless a Table is wanted or nothing was stored. */
+function sendWritten(res: ServerResponse, code: number, resource: ResourceRequest['resource'], out: WriteResult, table: { include: IncludeObject } | undefined): void {
+  if (table || !out.stored) return sendObject(res, code, resource, out.object, table);
+  const info = RESOURCES[resource];
+  sendText(res, code, stampStored(out.stored.value, apiVersionOf(info), info.kind, out.stored.revision, () => out.object));
 }
 
 export function sendJson(res: ServerResponse, code: number, body: unknown): void {
