@@ -6,7 +6,9 @@
 // Service is masqueraded), off-cluster clients masqueraded, NodePort, ClientIP affinity
 // (10 of 10 to one endpoint), eTP Local (only the local endpoint, client IP kept), iTP Local
 // without a local endpoint (dropped), and a one-endpoint change applied live as element ops
-// only (the v2 layout's point: no rule, chain or verdict changes, so no validation at commit).
+// only (the v2 layout's point: no rule, chain or verdict changes, so no validation at commit),
+// and a table of the v2 layout (an endpoint map per service port) taken over by a restarted
+// mode (v3: endpoint slots in shared bucket maps).
 //
 // Everything happens in namespaces the harness makes (the test itself runs in its own, see
 // insideOwnNetns). Servers are socat processes started detached and killed by process group.
@@ -100,7 +102,7 @@ else if (await insideOwnNetns(import.meta.url, 'nftlayout')) {
 
   let last: NftTransaction | undefined;
   let executor: NftExecutor | undefined;
-  const mode = createNftablesMode({
+  const newMode = () => createNftablesMode({
     netns: node,
     log: createLogger({ level: 'warn' }),
     openExecutor: (ns) => {
@@ -116,6 +118,7 @@ else if (await insideOwnNetns(import.meta.url, 'nftlayout')) {
       };
     },
   });
+  let mode = newMode();
   let current = snap([ep('a'), ep('b')]);
   await mode.sync([current], undefined);
 
@@ -201,6 +204,34 @@ else if (await insideOwnNetns(import.meta.url, 'nftlayout')) {
     await mode.sync([current], changed);
     t.ok(last!.ops.every((o) => o.op === 'flush-set' || o.op === 'add-elements' || o.op === 'delete-elements'), `element ops only: ${last!.ops.map((o) => o.op).join(', ')}`);
     t.ok(['a', 'b', 'c'].includes((await ask(pods.c.ns, 'TCP:10.96.0.10:80'))[0]), 'answered again');
+  });
+
+  await t.test('a table of the v2 layout (an endpoint map per service port) is taken over by a restarted agent', async (t) => {
+    // What an older podnet left: web's service chain reading its own map (pod a only).
+    const listed = String((await sh(node, 'nft', ['list', 'table', 'ip', 'podnet'])).stdout);
+    const chain = /chain (service-[A-Z2-7]{8}-default\/web\/tcp\/http) \{/.exec(listed)?.[1];
+    t.ok(chain, `web's service chain: ${chain}`);
+    const old = `endpoints-${chain!.slice('service-'.length)}`;
+    const script = [
+      `add map ip podnet ${old} { typeof numgen random mod 65536 : ip daddr . tcp dport; flags interval; }`,
+      `add element ip podnet ${old} { 0-65535 : 10.244.1.5 . 8080 }`,
+      `flush chain ip podnet ${chain}`,
+      `add rule ip podnet ${chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @${old}`,
+    ].join('\n');
+    await sh(node, 'nft', ['-f', '-'], { input: script });
+    for (let i = 0; i < 5; i++) t.equal((await ask(pods.c.ns, 'TCP:10.96.0.10:80'))[0], 'a', `old layout in place: connection ${i} to pod a`);
+    // The agent restarts: a new mode reads the table, removes what the old layout left, writes v3.
+    executor?.close();
+    mode = newMode();
+    const r = await mode.sync([current], undefined);
+    t.equal(r.full, true, 'the first sync is full');
+    const after = String((await sh(node, 'nft', ['list', 'table', 'ip', 'podnet'])).stdout);
+    t.notMatch(after, /map (local-)?endpoints-[A-Z2-7]{8}-/, 'no per-service-port endpoint map left');
+    t.match(after, /map endpoints-tcp-0 \{/, 'the bucket map is there');
+    t.match(after, new RegExp(`chain ${chain!.replace(/[/.]/g, '\\$&')} \\{[^}]*map @endpoints-tcp-0`), 'the service chain reads its slot');
+    const seen = new Set<string>();
+    for (let i = 0; i < 30 && seen.size < 3; i++) seen.add((await ask(pods.a.ns, 'TCP:10.96.0.10:80'))[0]);
+    t.same([...seen].sort(), ['a', 'b', 'c'], 'all three endpoints answer again');
   });
 
   await t.test('cleanup removes the table', async (t) => {
