@@ -2,7 +2,7 @@
  * The netlink handle without a kernel: a fake socket answers requests, so error mapping,
  * the dump-interruption retry and request ordering are checked without root.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MAX_IN_FLIGHT, NetlinkHandle, NLM_F } from './netlink.js';
 import type { RawMessage } from './netlink.js';
 import { errorMsg, fakeSocket as fakeNetlink } from './testing.js';
@@ -57,6 +57,39 @@ describe('NetlinkHandle', () => {
     const { sock } = fakeSocket([new Error('Timeout has been reached')]);
     const err = await NetlinkHandle.fromSocket(sock).request(16, [], 0, { what: 'creating link x' }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'PODNET_NETLINK_TIMEOUT' });
+  });
+
+  it('a kernel that never answers: PODNET_NETLINK_TIMEOUT after timeoutMs (not the socket backstop, 4x later)', async () => {
+    const sock = { ...fakeNetlink([]).sock, request: () => new Promise<never>(() => undefined) };
+    const h = NetlinkHandle.fromSocket(sock);
+    h.timeoutMs = 30;
+    const t0 = Date.now();
+    const err = await h.request(16, [], 0, { what: 'creating link x' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PODNET_NETLINK_TIMEOUT', message: 'creating link x: no answer from the kernel in 30 ms' });
+    expect(Date.now() - t0).toBeLessThan(30 * 4);
+  });
+
+  it('a reply that arrived while the event loop was blocked past the deadline is taken, not a timeout', async () => {
+    // After a long synchronous stretch the expired timer runs before the poll phase hands
+    // over a reply that arrived meanwhile: here the timer fires (fake clock), then the
+    // reply is delivered (as the poll phase would), and only then does the loop turn.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let deliver: ((v: never) => void) | undefined;
+      const sock = { ...fakeNetlink([]).sock, request: () => new Promise<never>((resolve) => (deliver = resolve)) };
+      const h = NetlinkHandle.fromSocket(sock);
+      h.timeoutMs = 20;
+      const result = h.request(16, [], 0, { what: 'creating link x' }).then(
+        () => 'answered',
+        (e: unknown) => e,
+      );
+      await Promise.resolve();
+      vi.advanceTimersByTime(25);
+      deliver!([[errorMsg(0)], { port: 0, groups: 0 }] as never);
+      expect(await result).toBe('answered');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('pipelines requests in call order; a dump waits for them and later requests wait for the dump', async () => {

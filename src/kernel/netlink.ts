@@ -215,7 +215,9 @@ export class NetlinkHandle {
     }
     let reply: { type: number; flags: number; seq: number; data: Buffer }[];
     try {
-      [reply] = await this.sock.request(type, body, { flags, timeout: this.timeoutMs, checkError: false, localPort: this.port });
+      // The socket's own timeout (a plain timer) is only the backstop that frees its entry;
+      // ours gives a reply that arrived while the event loop was blocked a chance first.
+      [reply] = await settleWithin(this.sock.request(type, body, { flags, timeout: this.timeoutMs * 4, checkError: false, localPort: this.port }), this.timeoutMs);
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       if (/timeout/i.test(msg)) {
@@ -255,4 +257,37 @@ function kernelError(errno: number, info: RequestInfo, netns: string): PodnetErr
 /** True for a PODNET_NETLINK error whose errno is one of `names`. */
 export function isErrno(e: unknown, ...names: string[]): e is PodnetError {
   return e instanceof PodnetError && e.errno !== undefined && names.includes(e.errno);
+}
+
+/**
+ * `p`, or a 'Timeout has been reached' error when it has not settled `ms` after the call.
+ * After a long synchronous stretch (a big plan, a GC pause — minutes on a slow guest) the
+ * timer fires before the poll phase reads a reply that arrived meanwhile: the timeout is
+ * declared one loop turn later (setImmediate runs after the poll phase), so that reply wins.
+ */
+export function settleWithin<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (done) return;
+        done = true;
+        reject(new Error('Timeout has been reached'));
+      });
+    }, ms);
+    p.then(
+      (v) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }
