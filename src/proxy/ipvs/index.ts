@@ -157,38 +157,39 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     const adds = ops.filter((x) => x.op === 'add-entry');
     const dels = ops.filter((x) => x.op === 'del-entry');
     if (adds.length) await ipsetRestore(adds.map((x) => `add ${x.set} ${x.entry}`).join('\n') + '\n', 'adding IPVS mode ipset entries', exec);
-    await settle(
-      ops.filter((x) => x.op === 'add-vip').map((x) => h.nl.addrs.ensure(DUMMY_DEVICE, hostAddr(x.address), { nodad: true, noprefixroute: true })),
-    );
+    await inChunks(ops.filter((x) => x.op === 'add-vip').map((x) => () => h.nl.addrs.ensure(DUMMY_DEVICE, hostAddr(x.address), { nodad: true, noprefixroute: true })));
     // Requests are written in call order and the kernel applies each in turn, so a service
     // is created before its real servers even though the calls are not awaited one by one.
-    const kernelOps: Promise<unknown>[] = [];
+    // They are issued KERNEL_CHUNK at a time: queueing 110,000 requests in one synchronous
+    // stretch kept the event loop from reading replies for longer than a request's timeout
+    // (seconds in a slow guest), so early requests timed out with their answers waiting.
+    const calls: (() => Promise<unknown>)[] = [];
     for (const x of ops) {
       switch (x.op) {
         case 'add-service':
-          kernelOps.push(h.ipvs.addService(spec(x.vs)));
+          calls.push(() => h.ipvs.addService(spec(x.vs)));
           break;
         case 'update-service':
-          kernelOps.push(h.ipvs.updateService(spec(x.vs)));
+          calls.push(() => h.ipvs.updateService(spec(x.vs)));
           break;
         case 'add-dest':
-          kernelOps.push(h.ipvs.addDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
+          calls.push(() => h.ipvs.addDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
           break;
         case 'update-dest':
-          kernelOps.push(h.ipvs.updateDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
+          calls.push(() => h.ipvs.updateDest(spec(x.vs), { address: x.rs.address, port: x.rs.port, weight: x.rs.weight }));
           break;
         case 'del-dest':
-          kernelOps.push(h.ipvs.deleteDest(spec(x.vs), x.rs));
+          calls.push(() => h.ipvs.deleteDest(spec(x.vs), x.rs));
           break;
         case 'del-service':
-          kernelOps.push(h.ipvs.deleteService(spec(x.vs)));
+          calls.push(() => h.ipvs.deleteService(spec(x.vs)));
           break;
         default:
           break;
       }
     }
-    await settle(kernelOps);
-    await settle(ops.filter((x) => x.op === 'del-vip').map((x) => h.nl.addrs.delete(DUMMY_DEVICE, hostAddr(x.address))));
+    await inChunks(calls);
+    await inChunks(ops.filter((x) => x.op === 'del-vip').map((x) => () => h.nl.addrs.delete(DUMMY_DEVICE, hostAddr(x.address))));
     if (dels.length) await ipsetRestore(dels.map((x) => `del ${x.set} ${x.entry}`).join('\n') + '\n', 'removing IPVS mode ipset entries', exec);
   }
 
@@ -291,7 +292,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
         state.sets = await setMembers(FAMILIES.map((f) => setName('NODEPORTS', f)));
         const ipvsH = h.ipvs;
         const ours = (await ipvsH.listServices()).filter((s) => isOurs(s, state, installed));
-        await settle(ours.map((s) => ipvsH.deleteService(s)));
+        await inChunks(ours.map((s) => () => ipvsH.deleteService(s)));
       });
       await step(() => h.nl.links.delete(DUMMY_DEVICE));
       for (const f of FAMILIES) {
@@ -358,9 +359,17 @@ function mapJson(_k: string, v: unknown): unknown {
 }
 
 /** Waits for every promise (so none is left in flight), then throws the first failure. */
-async function settle(ps: readonly Promise<unknown>[]): Promise<void> {
-  const rs = await Promise.allSettled(ps);
-  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (bad) throw bad.reason;
+/** Kernel requests issued per loop turn (each chunk pipelined, MAX_IN_FLIGHT at a time). */
+const KERNEL_CHUNK = 512;
+
+/** Runs every call, KERNEL_CHUNK at a time, in order; throws the first failure after all ran (like settle). */
+async function inChunks(calls: readonly (() => Promise<unknown>)[]): Promise<void> {
+  let first: { reason: unknown } | undefined;
+  for (let i = 0; i < calls.length; i += KERNEL_CHUNK) {
+    const rs = await Promise.allSettled(calls.slice(i, i + KERNEL_CHUNK).map((c) => c()));
+    first ??= rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  }
+  if (first) throw first.reason;
 }
+
 
