@@ -9,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import type { Family } from '../../util/ipnet.js';
 import { isIP } from 'node:net';
-import { Cidr, familyOf, parseIP } from '../../util/ipnet.js';
+import { Cidr, familyOf, ipToBig, parseIP } from '../../util/ipnet.js';
 import type { Store, TxnOp } from '../store/types.js';
 import { isStoreError } from '../store/types.js';
 
@@ -57,9 +57,15 @@ export abstract class KeyAllocator<V extends string | number> {
   protected abstract describe(): string;
   abstract contains(v: V): boolean;
 
+  #lastKey: { v: V; key: string } | undefined;
+
   /** The record key of a value (an address in canonical form: one address, one key). */
   key(v: V): string {
-    return `${RANGES}${this.dir}/${typeof v === 'string' && isIP(v) ? parseIP(v) : v}`;
+    // (a create asks for the key of the value it just picked several times)
+    if (this.#lastKey?.v === v) return this.#lastKey.key;
+    const key = `${RANGES}${this.dir}/${typeof v === 'string' && isIP(v) ? parseIP(v) : v}`;
+    this.#lastKey = { v, key };
+    return key;
   }
 
   /** The transaction op that records `v` as held by `owner` (fails with KeyExists if taken). */
@@ -143,10 +149,13 @@ function randomBig(n: bigint): bigint {
 
 export class ClusterIPAllocator extends KeyAllocator<string> {
   readonly cidr: Cidr;
+  /** IPv4: the network address as a number (at() then needs no bigint arithmetic). */
+  readonly #v4Network: number | undefined;
 
   constructor(store: Store, cidr: Cidr) {
     super(store, `clusterips`);
     this.cidr = cidr;
+    this.#v4Network = cidr.family === 4 ? Number(ipToBig(cidr.network)) : undefined;
   }
 
   get family(): Family {
@@ -160,7 +169,9 @@ export class ClusterIPAllocator extends KeyAllocator<string> {
   }
 
   protected at(i: bigint): string {
-    return this.cidr.nth(i + 1n);
+    if (this.#v4Network === undefined) return this.cidr.nth(i + 1n);
+    const x = this.#v4Network + Number(i) + 1;
+    return `${x >>> 24}.${(x >>> 16) & 255}.${(x >>> 8) & 255}.${x & 255}`;
   }
 
   contains(ip: string): boolean {

@@ -246,9 +246,12 @@ export function fieldPath(path: readonly PropertyKey[]): string {
 export function checkStructure(resource: ResourceName, obj: unknown, strict: boolean): { ok: true; value: Record<string, unknown>; unknown: string[] } | { ok: false; issues: StructuralIssue[] } {
   const shape = shapeIssues(obj);
   if (shape.length) return { ok: false, issues: shape };
-  const unknown = strict ? [] : findUnknown(resource, obj);
-  const schema = (strict ? strictSchemas : strippingSchemas)[resource];
-  const r = schema.safeParse(obj);
+  // One strict parse answers the common case of either mode: no unknown field, nothing wrong
+  // (the stripping schema would give the same value).
+  const first = strictSchemas[resource].safeParse(obj);
+  if (first.success) return { ok: true, value: first.data as Record<string, unknown>, unknown: [] };
+  const unknown = strict ? [] : unknownOf(first.error.issues);
+  const r = strict ? first : strippingSchemas[resource].safeParse(obj);
   if (r.success) return { ok: true, value: r.data as Record<string, unknown>, unknown };
   const issues: StructuralIssue[] = [];
   for (const i of r.error.issues) {
@@ -303,11 +306,9 @@ function valueAt(obj: unknown, path: readonly PropertyKey[]): { found: boolean; 
   return { found: true, value: cur };
 }
 
-/** Unknown field names (for the Warning header of fieldValidation=Warn). */
-function findUnknown(resource: ResourceName, obj: unknown): string[] {
-  const r = strictSchemas[resource].safeParse(obj);
-  if (r.success) return [];
-  return r.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => fieldPath([...i.path, k])) : []));
+/** Unknown field names in a strict parse's issues (for the Warning header of fieldValidation=Warn). */
+function unknownOf(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => fieldPath([...i.path, k])) : []));
 }
 
 function describeIssue(i: z.core.$ZodIssue, at: { found: boolean; value: unknown }): string {
