@@ -370,6 +370,26 @@ static int wait_fd(int fd, short events, double deadline) {
   }
 }
 
+/*
+ * Waits for a reply on fd: 1 when there is something to read, 0 when the wait is over — the
+ * deadline passed (r keeps its timeout result) or a queued error (ICMP unreachable, SO_ERROR)
+ * was classified into r.
+ */
+static int wait_reply(int fd, double deadline, double t0, struct report *r, const struct opts *o) {
+  for (;;) {
+    int rev = wait_fd(fd, POLLIN, deadline);
+    if (rev == 0) return 0;
+    if (rev & POLLERR) {
+      int err = pending_error(fd, r);
+      if (!err) continue;
+      r->rtt_ms = now_ms() - t0;
+      classify(r, o, err);
+      return 0;
+    }
+    if (rev & POLLIN) return 1;
+  }
+}
+
 /* Fills buf with the payload text padded with PAD_CHAR to len bytes (truncated if longer). */
 static void fill_payload(char *buf, size_t len, const char *text) {
   size_t n = strlen(text);
@@ -465,30 +485,19 @@ static int probe_udp(const struct opts *o, struct report *r) {
   double deadline = t0 + (double)o->timeout_ms;
   r->result = "sent";
   snprintf(r->message, sizeof(r->message), "sent; no answer within %ld ms (UDP cannot tell whether it was delivered)", o->timeout_ms);
-  for (;;) {
-    int rev = wait_fd(fd, POLLIN, deadline);
-    if (rev == 0) break;
-    if (rev & POLLERR) {
-      int err = pending_error(fd, r);
-      if (!err) continue;
-      r->rtt_ms = now_ms() - t0;
-      classify(r, o, err);
-      break;
+  while (wait_reply(fd, deadline, t0, r, o)) {
+    char reply[2048];
+    ssize_t n = recv(fd, reply, sizeof(reply), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    r->rtt_ms = now_ms() - t0;
+    if (n < 0) {
+      classify(r, o, errno);
+    } else {
+      r->result = "replied";
+      r->bytes = n;
+      snprintf(r->message, sizeof(r->message), "%s answered with %zd bytes", o->dst_text, n);
     }
-    if (rev & POLLIN) {
-      char reply[2048];
-      ssize_t n = recv(fd, reply, sizeof(reply), MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      r->rtt_ms = now_ms() - t0;
-      if (n < 0) {
-        classify(r, o, errno);
-      } else {
-        r->result = "replied";
-        r->bytes = n;
-        snprintf(r->message, sizeof(r->message), "%s answered with %zd bytes", o->dst_text, n);
-      }
-      break;
-    }
+    break;
   }
   close(fd);
   return 1;
@@ -584,17 +593,7 @@ static int probe_icmp(const struct opts *o, struct report *r) {
   double deadline = t0 + (double)o->timeout_ms;
   r->result = "timeout";
   snprintf(r->message, sizeof(r->message), "no echo reply from %s within %ld ms", o->dst_text, o->timeout_ms);
-  for (;;) {
-    int rev = wait_fd(fd, POLLIN, deadline);
-    if (rev == 0) break;
-    if (rev & POLLERR) {
-      int err = pending_error(fd, r);
-      if (!err) continue;
-      r->rtt_ms = now_ms() - t0;
-      classify(r, o, err);
-      break;
-    }
-    if (!(rev & POLLIN)) continue;
+  while (wait_reply(fd, deadline, t0, r, o)) {
     uint8_t buf[PROBE_MAX_SIZE + 64];
     ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0) {
