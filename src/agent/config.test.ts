@@ -1,10 +1,10 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AGENT_PORT, readConfigFile, resolveConfig } from './config.js';
 import type { RawOptions } from './config.js';
 import { failure } from '../testing/errors.js';
+import { tempFiles } from '../testing/files.js';
 
 /** The smallest valid set of options; each case below changes one thing. */
 const BASE: RawOptions = {
@@ -16,14 +16,7 @@ const BASE: RawOptions = {
 };
 
 
-const tmp = mkdtempSync(join(tmpdir(), 'podnet-config-'));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-let files = 0;
-function file(text: string, ext = 'yaml'): string {
-  const p = join(tmp, `c${files++}.${ext}`);
-  writeFileSync(p, text);
-  return p;
-}
+const { dir: tmp, file } = tempFiles('podnet-config-');
 
 describe('resolveConfig refuses bad options, naming the field and the reason', () => {
   const INVALID = 'PODNET_INVALID_ARGUMENT';

@@ -1,20 +1,12 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { apiCommand, apiConfigFromCommand } from '../cli/api.js';
 import { failure } from '../testing/errors.js';
+import { tempFiles } from '../testing/files.js';
 import { API_CONFIG_KEYS, API_DEFAULTS, camelKey, flagOf, readApiConfigFile, resolveApiConfig } from './config.js';
 import type { ApiConfig, RawApiOptions } from './config.js';
 
-const tmp = mkdtempSync(join(tmpdir(), 'podnet-api-config-'));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-let files = 0;
-function file(text: string, ext = 'yaml'): string {
-  const p = join(tmp, `c${files++}.${ext}`);
-  writeFileSync(p, text);
-  return p;
-}
+const { dir: tmp, file } = tempFiles('podnet-api-config-');
 const INVALID = 'PODNET_INVALID_ARGUMENT';
 const NOENV = { env: {} };
 
