@@ -1,17 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { PodnetError } from '../util/errors.js';
+import { failure } from '../testing/errors.js';
 import { makePacket, parseNodeRequest, parseTarget } from './request.js';
-
-/** The PodnetError a call throws (fails the test when it does not throw one). */
-function errorOf(fn: () => unknown): PodnetError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PodnetError);
-    return e as PodnetError;
-  }
-  throw new Error('expected a PodnetError, nothing was thrown');
-}
 
 describe('parseTarget', () => {
   it('IPv4 address and port, tcp by default', () => {
@@ -29,7 +18,7 @@ describe('parseTarget', () => {
   });
 
   it('a port with no address (":80/udp") is not an address', () => {
-    const e = errorOf(() => parseTarget(':80/udp'));
+    const e = failure(() => parseTarget(':80/udp'));
     expect(e.code).toBe('PODNET_INVALID_ARGUMENT');
     expect(e.context.field).toBe('--to');
     expect(e.message).toBe('--to: ":80" is not an IP address or svc/NAMESPACE/NAME');
@@ -57,52 +46,52 @@ describe('parseTarget', () => {
 
   it('a Service without a port: only for icmp', () => {
     expect(parseTarget('svc/default/web/icmp')).toEqual({ kind: 'service', namespace: 'default', name: 'web', port: 0, proto: 'icmp' });
-    const e = errorOf(() => parseTarget('svc/default/web'));
+    const e = failure(() => parseTarget('svc/default/web'));
     expect(e.context.field).toBe('--to');
     expect(e.message).toBe('--to: "svc/default/web" has no port (svc/NAMESPACE/NAME:PORT, PORT a number or a port name)');
   });
 
   it('no port', () => {
-    const e = errorOf(() => parseTarget('10.96.0.10'));
+    const e = failure(() => parseTarget('10.96.0.10'));
     expect(e.code).toBe('PODNET_INVALID_ARGUMENT');
     expect(e.context.field).toBe('--to');
     expect(e.message).toBe('--to: "10.96.0.10" has no port (ADDRESS:PORT[/tcp|udp|sctp|icmp])');
     // A bare IPv6 address is the address, never ADDRESS:PORT.
-    expect(errorOf(() => parseTarget('fd00::1:80')).message).toBe('--to: "fd00::1:80" has no port (ADDRESS:PORT[/tcp|udp|sctp|icmp])');
-    expect(errorOf(() => parseTarget('[fd00::1]')).message).toMatch(/^--to: "\[fd00::1\]" has no port/);
-    expect(errorOf(() => parseTarget('10.96.0.10:http')).message).toMatch(/^--to: "10.96.0.10:http" has no port/);
+    expect(failure(() => parseTarget('fd00::1:80')).message).toBe('--to: "fd00::1:80" has no port (ADDRESS:PORT[/tcp|udp|sctp|icmp])');
+    expect(failure(() => parseTarget('[fd00::1]')).message).toMatch(/^--to: "\[fd00::1\]" has no port/);
+    expect(failure(() => parseTarget('10.96.0.10:http')).message).toMatch(/^--to: "10.96.0.10:http" has no port/);
   });
 
   it('a port out of range: 0 and 70000', () => {
-    const zero = errorOf(() => parseTarget('10.96.0.10:0'));
+    const zero = failure(() => parseTarget('10.96.0.10:0'));
     expect(zero.context.field).toBe('--to');
     expect(zero.message).toBe('--to: port 0 is out of range 1-65535');
-    expect(errorOf(() => parseTarget('10.96.0.10:70000')).message).toBe('--to: port 70000 is out of range 1-65535');
-    expect(errorOf(() => parseTarget('[fd00::1]:70000/udp')).message).toBe('--to: port 70000 is out of range 1-65535');
-    const svc = errorOf(() => parseTarget('svc/default/web:70000'));
+    expect(failure(() => parseTarget('10.96.0.10:70000')).message).toBe('--to: port 70000 is out of range 1-65535');
+    expect(failure(() => parseTarget('[fd00::1]:70000/udp')).message).toBe('--to: port 70000 is out of range 1-65535');
+    const svc = failure(() => parseTarget('svc/default/web:70000'));
     expect(svc.context.field).toBe('--to');
     expect(svc.message).toBe('--to: port 70000 is out of range 1-65535');
-    expect(errorOf(() => parseTarget('svc/default/web:0')).message).toBe('--to: port 0 is out of range 1-65535');
+    expect(failure(() => parseTarget('svc/default/web:0')).message).toBe('--to: port 0 is out of range 1-65535');
   });
 
   it('not an IP address', () => {
-    const e = errorOf(() => parseTarget('web.default:80'));
+    const e = failure(() => parseTarget('web.default:80'));
     expect(e.context.field).toBe('--to');
     expect(e.message).toBe('--to: "web.default" is not an IP address or svc/NAMESPACE/NAME');
-    expect(errorOf(() => parseTarget('10.96.0.300:80')).message).toBe('--to: "10.96.0.300" is not an IP address or svc/NAMESPACE/NAME');
-    expect(errorOf(() => parseTarget('[nope]:80')).message).toBe('--to: "nope" is not an IP address or svc/NAMESPACE/NAME');
+    expect(failure(() => parseTarget('10.96.0.300:80')).message).toBe('--to: "10.96.0.300" is not an IP address or svc/NAMESPACE/NAME');
+    expect(failure(() => parseTarget('[nope]:80')).message).toBe('--to: "nope" is not an IP address or svc/NAMESPACE/NAME');
   });
 
   it('bad svc syntax', () => {
     for (const t of ['svc/default:80', 'svc/default/web/extra:80', 'svc//web:80', 'svc/default/:80']) {
-      const e = errorOf(() => parseTarget(t));
+      const e = failure(() => parseTarget(t));
       expect(e.context.field).toBe('--to');
       expect(e.message).toBe(`--to: ${JSON.stringify(t)} is not svc/NAMESPACE/NAME:PORT`);
     }
   });
 
   it('the field can be renamed', () => {
-    expect(errorOf(() => parseTarget('10.96.0.10', '--via')).context.field).toBe('--via');
+    expect(failure(() => parseTarget('10.96.0.10', '--via')).context.field).toBe('--via');
   });
 });
 
@@ -148,7 +137,7 @@ describe('parseNodeRequest', () => {
     const nodes = [{ ...b.directory.nodes[0]!, transportProblem: { reason: 'NotOnLink', message: 'peer n2 (192.168.1.12) is off-link' } }];
     expect(parseNodeRequest({ ...b, directory: { ...b.directory, nodes } }).directory.nodes[0]!.transportProblem).toEqual({ reason: 'NotOnLink', message: 'peer n2 (192.168.1.12) is off-link' });
     const long = [{ ...b.directory.nodes[0]!, transportProblem: { reason: 'x'.repeat(257), message: '' } }];
-    expect(errorOf(() => parseNodeRequest({ ...b, directory: { ...b.directory, nodes: long } })).context.field).toBe('directory.nodes.0.transportProblem.reason');
+    expect(failure(() => parseNodeRequest({ ...b, directory: { ...b.directory, nodes: long } })).context.field).toBe('directory.nodes.0.transportProblem.reason');
   });
 
   it('accepts IPv6', () => {
@@ -157,7 +146,7 @@ describe('parseNodeRequest', () => {
   });
 
   function rejects(body: unknown, field: string, message: string) {
-    const e = errorOf(() => parseNodeRequest(body));
+    const e = failure(() => parseNodeRequest(body));
     expect(e.code).toBe('PODNET_INVALID_ARGUMENT');
     expect(e.context.field).toBe(field);
     expect(e.message).toBe(message);
@@ -177,7 +166,7 @@ describe('parseNodeRequest', () => {
   });
 
   it('rejects an unknown ingress kind', () => {
-    const e = errorOf(() => parseNodeRequest({ ...valid(), ingress: { kind: 'tunnel' } }));
+    const e = failure(() => parseNodeRequest({ ...valid(), ingress: { kind: 'tunnel' } }));
     expect(e.context.field).toBe('ingress.kind');
     expect(e.message).toMatch(/^trace request: ingress\.kind: /);
   });
@@ -192,18 +181,18 @@ describe('parseNodeRequest', () => {
 
   it('rejects out-of-range numbers and a bad live marker', () => {
     const b = valid();
-    expect(errorOf(() => parseNodeRequest({ ...b, packet: { ...b.packet, dport: 65536 } })).context.field).toBe('packet.dport');
-    expect(errorOf(() => parseNodeRequest({ ...b, packet: { ...b.packet, size: 19 } })).context.field).toBe('packet.size');
-    expect(errorOf(() => parseNodeRequest({ ...b, packet: { ...b.packet, proto: 'gre' } })).context.field).toBe('packet.proto');
-    expect(errorOf(() => parseNodeRequest({ ...b, live: { id: 'ABC', dscp: 43, timeoutMs: 1000 } })).context.field).toBe('live.id');
-    expect(errorOf(() => parseNodeRequest({ ...b, live: { id: 'abc', dscp: 0, timeoutMs: 1000 } })).context.field).toBe('live.dscp');
-    expect(errorOf(() => parseNodeRequest({ ...b, live: { id: 'abc', dscp: 43, timeoutMs: 30_001 } })).context.field).toBe('live.timeoutMs');
+    expect(failure(() => parseNodeRequest({ ...b, packet: { ...b.packet, dport: 65536 } })).context.field).toBe('packet.dport');
+    expect(failure(() => parseNodeRequest({ ...b, packet: { ...b.packet, size: 19 } })).context.field).toBe('packet.size');
+    expect(failure(() => parseNodeRequest({ ...b, packet: { ...b.packet, proto: 'gre' } })).context.field).toBe('packet.proto');
+    expect(failure(() => parseNodeRequest({ ...b, live: { id: 'ABC', dscp: 43, timeoutMs: 1000 } })).context.field).toBe('live.id');
+    expect(failure(() => parseNodeRequest({ ...b, live: { id: 'abc', dscp: 0, timeoutMs: 1000 } })).context.field).toBe('live.dscp');
+    expect(failure(() => parseNodeRequest({ ...b, live: { id: 'abc', dscp: 43, timeoutMs: 30_001 } })).context.field).toBe('live.timeoutMs');
   });
 
   it('rejects a missing directory and a non-object body', () => {
     const { directory: _d, ...noDir } = valid();
     rejects(noDir, 'directory', 'trace request: directory: Invalid input: expected object, received undefined');
-    const e = errorOf(() => parseNodeRequest(5));
+    const e = failure(() => parseNodeRequest(5));
     expect(e.context.field).toBe('');
     expect(e.message).toMatch(/^trace request: \(body\): /);
   });

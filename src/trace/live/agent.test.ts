@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { failure } from '../../testing/errors.js';
 import { PodnetError } from '../../util/errors.js';
 import { silentLogger } from '../../util/log.js';
 import { LIVE_WATCHDOG_MS, LiveTracer, ipvsConnections } from './agent.js';
 
 const tracer = (podNetns: (ns: string, name: string) => string | undefined = () => undefined) => new LiveTracer({ log: silentLogger(), podNetns });
-
-function errorOf(fn: () => unknown): PodnetError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PodnetError);
-    return e as PodnetError;
-  }
-  throw new Error('expected a PodnetError, nothing was thrown');
-}
 
 const start = { phase: 'start', id: 'k3x9a2', family: 4, dscp: 43, sport: 40000, proto: 'tcp' } as const;
 const probe = {
@@ -38,7 +29,7 @@ describe('LiveTracer.parse', () => {
   });
 
   function rejects(body: unknown, field: string, message: string | RegExp) {
-    const e = errorOf(() => t.parse(body));
+    const e = failure(() => t.parse(body));
     expect(e.code).toBe('PODNET_INVALID_ARGUMENT');
     expect(e.context.field).toBe(field);
     if (typeof message === 'string') expect(e.message).toBe(message);
