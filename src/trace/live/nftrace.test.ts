@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { failure } from '../../testing/errors.js';
 import { packageRoot } from '../../kernel/native.js';
 import { NftTrace, dscpValue, groupByTraceId, parseFields, parseTraceLine, traceMatch, traceRuleset, validateTraceOptions } from './nftrace.js';
 import type { TraceEvent } from './nftrace.js';
@@ -11,15 +12,6 @@ const testdata = join(packageRoot, 'src', 'trace', 'live', 'testdata'); // also 
 const fixture = (name: string) => readFileSync(join(testdata, name), 'utf8').split('\n');
 const traceLines = (name: string) => fixture(name).filter((l) => l.startsWith('trace id '));
 const parseAll = (name: string) => traceLines(name).map((l) => parseTraceLine(l) as TraceEvent);
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
 
 describe('parseTraceLine on recorded output', () => {
   const files = readdirSync(testdata).filter((f) => /^nftrace-.*\.txt$/.test(f));
@@ -246,7 +238,7 @@ describe('the trace table', () => {
     [{ id: 'a', family: 4, dscp: 10, readyTimeoutMs: 0 }, /readyTimeoutMs/],
   ])('rejects %j', (o, why) => {
     expect(() => validateTraceOptions(o as never)).toThrowError(why);
-    expect(codeOf(() => validateTraceOptions(o as never))).toBe('PODNET_INVALID_ARGUMENT');
+    expect(failure(() => validateTraceOptions(o as never)).code).toBe('PODNET_INVALID_ARGUMENT');
   });
 
   it('NftTrace.start rejects bad options before running nft or hooking signals', async () => {

@@ -2,20 +2,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { failure } from '../../testing/errors.js';
 import { packageRoot } from '../../kernel/native.js';
 import { parseProbeOutput, probeArgs, runProbe } from './probe.js';
 import type { ProbeOptions } from './probe.js';
 
 const base: ProbeOptions = { family: 4, proto: 'tcp', dst: '10.96.0.10', dport: 80, sport: 40000, dscp: 10, timeoutMs: 1000 };
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
 
 describe('probeArgs', () => {
   it('tcp: no --size, payload with the trace id', () => {
@@ -45,7 +37,7 @@ describe('probeArgs', () => {
 
   it('sctp is a clear error: the probe cannot send it', () => {
     expect(() => probeArgs({ ...base, proto: 'sctp' })).toThrowError(/cannot send SCTP/);
-    expect(codeOf(() => probeArgs({ ...base, proto: 'sctp' }))).toBe('PODNET_UNSUPPORTED');
+    expect(failure(() => probeArgs({ ...base, proto: 'sctp' })).code).toBe('PODNET_UNSUPPORTED');
   });
 
   it.each([
@@ -69,7 +61,7 @@ describe('probeArgs', () => {
   ])('rejects %j', (patch, why, code) => {
     const o = { ...base, ...patch } as ProbeOptions;
     expect(() => probeArgs(o)).toThrowError(why);
-    expect(codeOf(() => probeArgs(o))).toBe(code);
+    expect(failure(() => probeArgs(o)).code).toBe(code);
   });
 
   it('runProbe rejects bad options without running anything', async () => {
