@@ -3,19 +3,14 @@
  * interpreter is the planner's oracle, so both build their Services the same way).
  */
 import type { EndpointSlice, Service, ServiceSpec } from '../../../client/types.js';
+import type { Ep } from '../../nftables/testdata/fixtures.js';
 
 export function svc(name: string, spec: ServiceSpec, lbIPs: string[] = []): Service {
   return { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'default', name }, spec, ...(lbIPs.length ? { status: { loadBalancer: { ingress: lbIPs.map((ip) => ({ ip })) } } } : {}) } as Service;
 }
 
-export interface Ep {
-  ip: string;
-  node?: string;
-  ready?: boolean;
-  serving?: boolean;
-  terminating?: boolean;
-}
 
+/** A slice of `eps` (the nftables fixtures' shorthand; here missing conditions default to ready). */
 export function slice(service: string, eps: Ep[], ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[], addressType: 'IPv4' | 'IPv6' = 'IPv4'): EndpointSlice {
   return {
     apiVersion: 'discovery.k8s.io/v1',
