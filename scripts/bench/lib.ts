@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/kernel/native.js';
+import { formatError } from '../../src/util/errors.js';
 
 export function nowMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
@@ -66,4 +67,19 @@ export function progress(label: string, i: number, n: number): void {
   const msg = `${label}: ${i}/${n}`;
   if (process.stderr.isTTY) process.stderr.write(`\r${msg}${i === n ? '\n' : ''}`);
   else process.stderr.write(`${msg}\n`);
+}
+
+/**
+ * Runs a benchmark's body and ends the process: sockets and agents a run leaves open would
+ * keep the loop alive (the harness's exit hook removes what a failure left). A failure is
+ * printed as `bench <name>: <error>` and exits 1.
+ */
+export async function runThenExit(name: string, body: () => Promise<unknown>): Promise<never> {
+  try {
+    await body();
+  } catch (e) {
+    console.error(`bench ${name}: ${formatError(e)}`);
+    process.exitCode = 1;
+  }
+  process.exit(process.exitCode ?? 0);
 }

@@ -47,7 +47,7 @@ import { ADMIN_TOKEN, startApi } from '../../netns-tests/lib/api.js';
 import type { ApiProcess } from '../../netns-tests/lib/api.js';
 import { startAgent } from '../../netns-tests/lib/agents.js';
 import type { AgentProcess } from '../../netns-tests/lib/agents.js';
-import { nowMs, stats, writeResults } from './lib.js';
+import { nowMs, runThenExit, stats, writeResults } from './lib.js';
 import {
   NAMESPACE,
   SERVER_IP,
@@ -816,14 +816,7 @@ export async function run(argv: string[]): Promise<void> {
   if (!o.inVm && !(await insideOwnNetns(import.meta.url.replace(/proxy\.js$/, 'main.js'), 'bench-proxy'))) return;
   // Inside: netlink sockets and HTTP agents of the modes keep the loop alive, so end here
   // (the harness's exit hook removes whatever a failure left).
-  try {
-    await (o.inVm ? runInVm(o) : runAll(o));
-  } catch (e) {
-    console.error(`bench proxy: ${formatError(e)}`);
-    process.exitCode = 1;
-  } finally {
-    process.exit(process.exitCode ?? 0);
-  }
+  await runThenExit('proxy', () => (o.inVm ? runInVm(o) : runAll(o)));
 }
 
 async function runAll(o: Opts): Promise<void> {

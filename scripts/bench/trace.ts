@@ -25,14 +25,13 @@ import { clientDeps } from '../../src/cli/trace.js';
 import { runTrace } from '../../src/trace/run.js';
 import type { TraceDeps } from '../../src/trace/run.js';
 import type { NodeStep, TraceResult } from '../../src/trace/types.js';
-import { formatError } from '../../src/util/errors.js';
 import { buildCluster } from '../../netns-tests/lib/cluster.js';
 import { ADMIN_TOKEN, startApi } from '../../netns-tests/lib/api.js';
 import { CLI, startAgent } from '../../netns-tests/lib/agents.js';
 import type { AgentProcess } from '../../netns-tests/lib/agents.js';
 import { Scope, insideOwnNetns, runPrefix, waitFor } from '../../netns-tests/lib/harness.js';
 import { podNetnsName } from '../../src/pods/names.js';
-import { fmt, nowMs, stats, table, writeResults } from './lib.js';
+import { fmt, nowMs, runThenExit, stats, table, writeResults } from './lib.js';
 import { NAMESPACE, endpointIPs, service, slice } from './proxy-lib.js';
 import { ApiWriter, pool } from './proxy.js';
 import { syncLines } from './proxy-lib.js';
@@ -65,14 +64,7 @@ const log = (msg: string) => process.stderr.write(`trace bench [${((Date.now() -
 export async function run(argv: string[]): Promise<void> {
   const o = parseArgs(argv);
   if (!(await insideOwnNetns(import.meta.url.replace(/trace\.js$/, 'main.js'), 'bench-trace'))) return;
-  try {
-    await runAll(o);
-  } catch (e) {
-    console.error(`bench trace: ${formatError(e)}`);
-    process.exitCode = 1;
-  } finally {
-    process.exit(process.exitCode ?? 0);
-  }
+  await runThenExit('trace', () => runAll(o));
 }
 
 async function runAll(o: Opts): Promise<void> {
