@@ -1,6 +1,6 @@
 /**
- * A small gRPC client on `node:http2`: unary calls and bidirectional streams, one
- * long-lived HTTP/2 session per endpoint, nothing else (no name resolution, load-balancing
+ * A small gRPC client on our own HTTP/2 connection (./h2.ts): unary calls and bidirectional
+ * streams, one long-lived HTTP/2 session per endpoint, nothing else (no name resolution, load-balancing
  * policies, retries, compression or interceptors — the etcd store does its own retries).
  * It replaces @grpc/grpc-js, whose per-call machinery (call stacks, filters, metadata
  * objects, protobuf.js conversions) cost the api more CPU than the rest of a create.
@@ -14,8 +14,8 @@
  *   alignment (a message may span frames, a frame may hold several messages);
  * - the status arrives in trailers (`grpc-status`, percent-encoded `grpc-message`), or in
  *   the response headers alone when there is no body ("trailers-only").
- * HTTP/2 flow control is node's: windows are opened wide (large lists, watch replays) and
- * consumed data is acknowledged as it is read.
+ * HTTP/2 flow control: windows are opened wide (large lists, watch replays) and consumed data
+ * is acknowledged as it is read (h2.ts).
  *
  * Endpoints are tried in round-robin order, skipping those whose last connection attempt
  * failed recently. A call that cannot get a connection to one endpoint moves on to the
@@ -25,9 +25,14 @@
  * every 5 s, or without a stream) and torn down when a ping is not answered within
  * `keepaliveTimeoutMs`: a member lost to a partition is noticed.
  */
-import http2 from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader, OutgoingHttpHeaders, SecureClientSessionOptions } from 'node:http2';
+import { connect as netConnect, isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
+import { H2Code, H2Session } from './h2.js';
+import type { H2Stream, StreamEnd, StreamEvents } from './h2.js';
+import { encodeHeaders } from './hpack.js';
+import type { HeaderList } from './hpack.js';
 
 /** gRPC status codes. */
 export const Status = {
@@ -205,30 +210,36 @@ export function statusFromHttp(httpStatus: number): number {
   }
 }
 
-const NGHTTP2_REFUSED_STREAM = http2.constants.NGHTTP2_REFUSED_STREAM;
-const NGHTTP2_CANCEL = http2.constants.NGHTTP2_CANCEL;
-
 /** gRPC status for a stream reset by the peer with an HTTP/2 error code (the gRPC spec's mapping). */
 export function statusFromRstCode(rstCode: number): number {
   switch (rstCode) {
-    case NGHTTP2_REFUSED_STREAM:
+    case H2Code.REFUSED_STREAM:
       return Status.UNAVAILABLE;
-    case NGHTTP2_CANCEL:
+    case H2Code.CANCEL:
       return Status.CANCELLED;
-    case http2.constants.NGHTTP2_ENHANCE_YOUR_CALM:
+    case H2Code.ENHANCE_YOUR_CALM:
       return Status.RESOURCE_EXHAUSTED;
-    case http2.constants.NGHTTP2_INADEQUATE_SECURITY:
+    case H2Code.INADEQUATE_SECURITY:
       return Status.PERMISSION_DENIED;
     default:
       return Status.INTERNAL;
   }
 }
 
+/** Received header fields as an object (a repeated name: its values joined with commas). */
+export type Headers = Record<string, string | string[] | undefined>;
+
+function headerRecord(fields: HeaderList): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (const [k, v] of fields) h[k] = h[k] === undefined ? v : `${h[k]},${v}`;
+  return h;
+}
+
 /**
  * The status a response's headers (trailers, or the headers of a trailers-only response)
  * carry, or undefined when they carry none.
  */
-export function statusFromHeaders(h: IncomingHttpHeaders): { code: number; details: string } | undefined {
+export function statusFromHeaders(h: Headers): { code: number; details: string } | undefined {
   const raw = h['grpc-status'];
   if (raw === undefined) return undefined;
   const code = Number(Array.isArray(raw) ? raw[0] : raw);
@@ -237,12 +248,49 @@ export function statusFromHeaders(h: IncomingHttpHeaders): { code: number; detai
 }
 
 /** Why the response headers are not those of a gRPC response, or undefined when they are. */
-function badResponse(h: IncomingHttpHeaders & IncomingHttpStatusHeader): GrpcError | undefined {
+function badResponse(h: Headers): GrpcError | undefined {
   const httpStatus = Number(h[':status']);
-  if (httpStatus !== 200) return new GrpcError(statusFromHttp(httpStatus), `HTTP status ${httpStatus}${h['content-type'] ? ` (${h['content-type']})` : ''}`);
+  if (httpStatus !== 200) return new GrpcError(statusFromHttp(httpStatus), `HTTP status ${String(h[':status'])}${h['content-type'] ? ` (${String(h['content-type'])})` : ''}`);
   const ct = h['content-type'];
   if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) return new GrpcError(Status.UNKNOWN, `not a gRPC response (content-type ${JSON.stringify(ct ?? '')})`);
   return undefined;
+}
+
+/**
+ * What a call has received so far: the first header block is the response's (its problems and
+ * a trailers-only status), a later one the trailers.
+ */
+class Response {
+  gotHeaders = false;
+  status: { code: number; details: string } | undefined;
+  failure: GrpcError | undefined;
+
+  headers(fields: HeaderList): void {
+    const h = headerRecord(fields);
+    if (!this.gotHeaders) {
+      this.gotHeaders = true;
+      this.failure ??= badResponse(h);
+    }
+    this.status ??= statusFromHeaders(h);
+  }
+
+  /**
+   * How the call ended, as an error; undefined for status OK. `refusedMeansNotSent`: a stream
+   * reset with REFUSED_STREAM or lost above a GOAWAY's last id never reached the server.
+   */
+  outcome(ch: Channel, end: StreamEnd): GrpcError | undefined {
+    if (end.kind === 'lost') {
+      if (this.status && this.status.code !== Status.OK) return new GrpcError(this.status.code, this.status.details, { endpoint: ch.name });
+      return new GrpcError(Status.UNAVAILABLE, end.refused ? `${ch.name}: ${end.error.message} (the request was not processed)` : `connection to ${ch.name} lost before the response: ${end.error.message}`, { notSent: end.refused, endpoint: ch.name, cause: end.error });
+    }
+    if (end.kind === 'reset') {
+      return new GrpcError(statusFromRstCode(end.code), `stream reset by ${ch.name} (HTTP/2 error ${end.code})`, { notSent: end.refused, endpoint: ch.name });
+    }
+    if (this.status && this.status.code !== Status.OK) return new GrpcError(this.status.code, this.status.details, { endpoint: ch.name });
+    if (this.failure) return this.failure;
+    if (!this.status) return new GrpcError(Status.UNAVAILABLE, `stream from ${ch.name} ended without a grpc-status`, { endpoint: ch.name });
+    return undefined;
+  }
 }
 
 // ---- client -------------------------------------------------------------------------------
@@ -251,7 +299,7 @@ export interface GrpcTlsOptions {
   ca?: string | Buffer;
   cert?: string | Buffer;
   key?: string | Buffer;
-  /** Name the server certificate is checked against (and :authority), instead of the endpoint host. */
+  /** Name the server certificate is checked against, instead of the endpoint host. */
   serverName?: string;
 }
 
@@ -260,7 +308,7 @@ export interface GrpcClientOptions {
   endpoints: string[];
   /** Given: every endpoint is reached over TLS (host:port and http:// ones too). */
   tls?: GrpcTlsOptions;
-  /** Headers sent with every call (gRPC metadata). */
+  /** Headers sent with every call (gRPC metadata; names lowercase). */
   metadata?: Record<string, string>;
   /** How long one connection attempt may take. Default 5000 ms. */
   connectTimeoutMs?: number;
@@ -287,7 +335,7 @@ export interface BidiStream {
 }
 
 const DEFAULT_PORT = '2379';
-/** HTTP/2 windows: per stream and per session (node's default is 64 KiB for both). */
+/** HTTP/2 receive windows: per stream and per session (the protocol's default is 64 KiB for both). */
 const STREAM_WINDOW = 4 << 20;
 const SESSION_WINDOW = 32 << 20;
 /** Stream ids are 31-bit and odd on a client: start a new session well before they run out. */
@@ -306,7 +354,7 @@ export function parseEndpoint(e: string, forceTls: boolean): URL {
 
 /** A session and what the channel tracks about it. */
 interface Session {
-  h2: ClientHttp2Session;
+  h2: H2Session;
   /** Open streams (pings only while there are some; the session keeps the process alive only then). */
   active: number;
   /** Streams opened so far (ids run out at 2^31). */
@@ -325,7 +373,8 @@ class Channel {
   /** Consecutive failed connection attempts, and when the next one is worth making. */
   failures = 0;
   retryAt = 0;
-  private readonly headers = new Map<string, OutgoingHttpHeaders>();
+  /** Request header blocks per path, encoded once (without grpc-timeout). */
+  private readonly blocks = new Map<string, Buffer>();
 
   constructor(
     private readonly client: GrpcClient,
@@ -338,25 +387,33 @@ class Channel {
   /** A connected session taking new streams, or undefined when one must be (re)established. */
   get ready(): Session | undefined {
     const s = this.current;
-    return s && !s.h2.closed && !s.h2.destroyed && !s.h2.connecting ? s : undefined;
+    return s && s.h2.usable ? s : undefined;
   }
 
   /** Starts a connection attempt in the background (unless one runs); its outcome updates `failures`. */
   probe(): void {
     if (this.connecting || this.ready) return;
-    this.connecting = this.open().finally(() => (this.connecting = undefined));
-    this.connecting.catch(() => undefined);
+    this.attempt();
+  }
+
+  /** The running connection attempt, or a new one (its failure is also seen by whoever waits on it). */
+  private attempt(): Promise<Session> {
+    if (!this.connecting) {
+      this.connecting = this.open().finally(() => (this.connecting = undefined));
+      // A probe, or a caller whose deadline passed first, does not wait for the outcome.
+      this.connecting.catch(() => undefined);
+    }
+    return this.connecting;
   }
 
   /** Connects (or joins the running attempt); rejects with the connection error. */
   connect(deadline: number): Promise<Session> {
     const ready = this.ready;
     if (ready) return Promise.resolve(ready);
-    this.connecting ??= this.open().finally(() => (this.connecting = undefined));
-    const attempt = this.connecting;
     const left = deadline - Date.now();
     const late = () => new GrpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while connecting to ${this.name}`, { notSent: true, endpoint: this.name });
     if (left <= 0) return Promise.reject(late());
+    const attempt = this.attempt();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(late()), left);
       attempt.then(
@@ -372,84 +429,129 @@ class Channel {
     });
   }
 
-  private open(): Promise<Session> {
+  /** The transport: the test hook's, TLS with ALPN h2, or TCP. */
+  private socket(): Duplex {
     const o = this.client.options;
+    if (o.createConnection) return o.createConnection(this.url);
+    const host = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = Number(this.url.port);
+    if (this.url.protocol !== 'https:') return netConnect({ host, port, noDelay: true });
     const tls = o.tls;
-    const connectTimeoutMs = o.connectTimeoutMs ?? 5000;
-    const opts: SecureClientSessionOptions = {
-      settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
-      // In MB; counts data queued for sending too (large values from many concurrent writes).
-      maxSessionMemory: 256,
+    const servername = tls?.serverName ?? (isIP(host) ? undefined : host);
+    return tlsConnect({
+      host,
+      port,
+      ALPNProtocols: ['h2'],
+      ...(servername ? { servername } : {}),
       ...(tls?.ca ? { ca: tls.ca } : {}),
       ...(tls?.cert ? { cert: tls.cert } : {}),
       ...(tls?.key ? { key: tls.key } : {}),
-      ...(tls?.serverName ? { servername: tls.serverName } : {}),
-      ...(o.createConnection ? { createConnection: () => o.createConnection!(this.url) } : {}),
-    };
+    });
+  }
+
+  private open(): Promise<Session> {
+    const connectTimeoutMs = this.client.options.connectTimeoutMs ?? 5000;
     return new Promise((resolve, reject) => {
       let settled = false;
-      const h2 = http2.connect(this.url, opts);
-      // Only open streams keep the process alive (see request()): a background probe does not.
-      h2.unref();
-      const sess: Session = { h2, active: 0, opened: 0, pingTimer: undefined };
+      let socket: Duplex;
+      try {
+        socket = this.socket();
+      } catch (e) {
+        this.failed();
+        reject(new GrpcError(Status.UNAVAILABLE, `No connection established to ${this.name}: ${(e as Error).message}`, { notSent: true, endpoint: this.name, cause: e }));
+        return;
+      }
       const fail = (e: unknown) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        h2.destroy();
-        this.failures++;
-        this.retryAt = Date.now() + Math.min(2000, 50 * 2 ** Math.min(this.failures, 6));
+        h2.destroy(e instanceof Error ? e : new Error(String(e)));
+        this.failed();
         const msg = e instanceof Error ? e.message : String(e);
         reject(new GrpcError(Status.UNAVAILABLE, `No connection established to ${this.name}: ${msg}`, { notSent: true, endpoint: this.name, cause: e }));
       };
       const timer = setTimeout(() => fail(new Error(`connection attempt timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
       timer.unref();
-      h2.once('connect', () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.failures = 0;
-        this.retryAt = 0;
-        try {
-          h2.setLocalWindowSize(SESSION_WINDOW);
-        } catch {
-          /* closing already */
-        }
-        this.current = sess;
-        resolve(sess);
+      // Over TLS the server must have agreed to HTTP/2.
+      if (this.url.protocol === 'https:' && !this.client.options.createConnection) {
+        socket.once('secureConnect', () => {
+          const alpn = (socket as TLSSocket).alpnProtocol;
+          if (alpn !== 'h2') fail(new Error(`the server did not agree to HTTP/2 over TLS (ALPN ${JSON.stringify(alpn)})`));
+        });
+      }
+      const h2: H2Session = new H2Session(socket, {
+        streamWindow: STREAM_WINDOW,
+        sessionWindow: SESSION_WINDOW,
+        onReady: () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.failures = 0;
+          this.retryAt = 0;
+          this.current = sess;
+          resolve(sess);
+        },
+        // A server going away takes no new streams on this session: the next call opens another.
+        onGoaway: () => {
+          if (this.current === sess) this.current = undefined;
+        },
+        onClose: (err) => {
+          fail(err ?? new Error('connection closed'));
+          this.stopPings(sess);
+          if (this.current === sess) this.current = undefined;
+        },
       });
-      h2.on('error', (e) => fail(e));
-      h2.once('close', () => {
-        fail(new Error('connection closed'));
-        this.stopPings(sess);
-        if (this.current === sess) this.current = undefined;
-      });
-      // A server going away takes no new streams on this session: the next call opens another.
-      h2.once('goaway', () => {
-        if (this.current === sess) this.current = undefined;
-      });
+      // Only open streams keep the process alive (see request()): a background probe does not.
+      h2.unref();
+      const sess: Session = { h2, active: 0, opened: 0, pingTimer: undefined };
     });
   }
 
-  /** The headers of a call to `path` (node copies them; ours are built once per path). */
-  headersFor(path: string, timeoutMs: number | undefined): OutgoingHttpHeaders {
-    let base = this.headers.get(path);
+  private failed(): void {
+    this.failures++;
+    this.retryAt = Date.now() + Math.min(2000, 50 * 2 ** Math.min(this.failures, 6));
+  }
+
+  /** The header block of a call to `path` (the fixed part encoded once per path). */
+  headersFor(path: string, timeoutMs: number | undefined): Buffer {
+    let base = this.blocks.get(path);
     if (!base) {
-      base = { ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': USER_AGENT, ...this.client.options.metadata };
-      this.headers.set(path, base);
+      const fields: [string, string][] = [
+        [':method', 'POST'],
+        [':scheme', this.url.protocol === 'https:' ? 'https' : 'http'],
+        [':path', path],
+        [':authority', this.url.host],
+        ['content-type', 'application/grpc'],
+        ['te', 'trailers'],
+        ['user-agent', USER_AGENT],
+        ...Object.entries(this.client.options.metadata ?? {}).map(([k, v]): [string, string] => [k.toLowerCase(), v]),
+      ];
+      base = encodeHeaders(fields);
+      this.blocks.set(path, base);
     }
     if (timeoutMs === undefined) return base;
     // grpc-timeout takes at most 8 digits.
-    return { ...base, 'grpc-timeout': `${Math.min(Math.max(1, Math.ceil(timeoutMs)), 99_999_999)}m` };
+    return Buffer.concat([base, encodeHeaders([['grpc-timeout', `${Math.min(Math.max(1, Math.ceil(timeoutMs)), 99_999_999)}m`]])]);
   }
 
   /**
    * Opens a stream on `sess` (throws when the session cannot take one), counting it for
    * keepalive, for the process reference and for stream-id exhaustion.
    */
-  request(sess: Session, headers: OutgoingHttpHeaders): ClientHttp2Stream {
+  request(sess: Session, block: Buffer, events: StreamEvents): H2Stream {
     const h2 = sess.h2;
-    const stream = h2.request(headers, { endStream: false });
+    const onClose = events.onClose;
+    const stream = h2.open(block, {
+      onHeaders: events.onHeaders,
+      onData: events.onData,
+      onClose: (end) => {
+        if (--sess.active === 0) {
+          this.stopPings(sess);
+          if (!h2.destroyed) h2.unref();
+        }
+        onClose(end);
+      },
+    });
     if (++sess.opened >= MAX_STREAMS_PER_SESSION && this.current === sess) {
       // It finishes its streams; new calls get a new session.
       this.current = undefined;
@@ -459,12 +561,6 @@ class Channel {
       h2.ref();
       this.startPings(sess);
     }
-    stream.once('close', () => {
-      if (--sess.active === 0) {
-        this.stopPings(sess);
-        if (!h2.destroyed) h2.unref();
-      }
-    });
     return stream;
   }
 
@@ -480,16 +576,12 @@ class Channel {
     const h2 = sess.h2;
     this.stopPings(sess);
     sess.pingTimer = setInterval(() => {
-      if (h2.destroyed || h2.closed) return;
+      if (h2.destroyed) return;
       const dead = setTimeout(() => h2.destroy(new Error(`keepalive ping not answered within ${within} ms`)), within);
-      try {
-        h2.ping((err: Error | null) => {
-          clearTimeout(dead);
-          if (err && !h2.destroyed) h2.destroy(err);
-        });
-      } catch {
+      h2.ping((err) => {
         clearTimeout(dead);
-      }
+        if (err && !h2.destroyed) h2.destroy(err);
+      });
     }, every);
     sess.pingTimer.unref();
   }
@@ -504,7 +596,7 @@ class Channel {
     this.current = undefined;
     if (s) {
       this.stopPings(s);
-      s.h2.destroy();
+      s.h2.destroy(undefined);
     }
   }
 }
@@ -600,74 +692,49 @@ export class GrpcClient {
         reject(new GrpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded before the call was sent', { notSent: true, endpoint: ch.name }));
         return;
       }
-      let stream: ClientHttp2Stream;
+      let first: Buffer | undefined;
+      let more: Buffer[] | undefined;
+      let timedOut = false;
+      const res = new Response();
+      let stream: H2Stream;
       try {
-        stream = ch.request(s, ch.headersFor(path, left));
+        stream = ch.request(s, ch.headersFor(path, left), {
+          onHeaders: (fields) => res.headers(fields),
+          onData: (chunk) => {
+            // Views of received bytes (never reused by the socket): the usual single chunk is kept as it is.
+            if (first === undefined) first = chunk;
+            else (more ??= [first]).push(chunk);
+          },
+          onClose: (end) => {
+            clearTimeout(timer);
+            if (this.closed) return reject(new GrpcClosedError());
+            if (timedOut) return reject(new GrpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded (${Math.round(left)} ms) on ${ch.name}`, { endpoint: ch.name }));
+            const err = res.outcome(ch, end);
+            if (err) return reject(err);
+            const body = more ? Buffer.concat(more) : first;
+            const msg = body ? unaryMessage(body) : undefined;
+            if (msg instanceof GrpcError) return reject(msg);
+            if (!msg) return reject(new GrpcError(Status.INTERNAL, `no response message from ${ch.name}`, { endpoint: ch.name }));
+            resolve(msg);
+          },
+        });
       } catch (e) {
         // The session closed under us (GOAWAY, destroyed): nothing was sent.
         ch.drop(s);
         reject(new GrpcError(Status.UNAVAILABLE, `cannot open a stream to ${ch.name}: ${(e as Error).message}`, { notSent: true, endpoint: ch.name, cause: e }));
         return;
       }
-      let first: Buffer | undefined;
-      let more: Buffer[] | undefined;
-      let status: { code: number; details: string } | undefined;
-      let failure: GrpcError | undefined;
-      let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        stream.close(NGHTTP2_CANCEL);
+        stream.cancel();
       }, left);
-      stream.on('response', (h) => {
-        failure ??= badResponse(h);
-        status ??= statusFromHeaders(h); // trailers-only
-      });
-      stream.on('data', (chunk: Buffer) => {
-        if (first === undefined) first = chunk;
-        else (more ??= [first]).push(chunk);
-      });
-      stream.on('trailers', (h) => {
-        status ??= statusFromHeaders(h);
-      });
-      stream.on('error', (e: Error) => {
-        failure ??= this.streamFailure(ch, stream, e);
-      });
-      stream.on('close', () => {
-        clearTimeout(timer);
-        if (this.closed) return reject(new GrpcClosedError());
-        if (timedOut) return reject(new GrpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded (${Math.round(left)} ms) on ${ch.name}`, { endpoint: ch.name }));
-        if (status && status.code !== Status.OK) return reject(new GrpcError(status.code, status.details, { endpoint: ch.name }));
-        if (failure) return reject(failure);
-        if (!status) return reject(this.closedWithoutStatus(ch, s, stream));
-        const body = more ? Buffer.concat(more) : first;
-        const msg = body ? unaryMessage(body) : undefined;
-        if (msg instanceof GrpcError) return reject(msg);
-        if (!msg) return reject(new GrpcError(Status.INTERNAL, `no response message from ${ch.name}`, { endpoint: ch.name }));
-        resolve(msg);
-      });
-      stream.end(framed);
+      stream.write(framed, true);
     });
-  }
-
-  /** A stream error (node's) as a GrpcError: every transport failure is UNAVAILABLE. */
-  private streamFailure(ch: Channel, stream: ClientHttp2Stream, e: Error): GrpcError {
-    const refused = stream.rstCode === NGHTTP2_REFUSED_STREAM;
-    return new GrpcError(refused ? Status.UNAVAILABLE : statusFromNodeError(e), `${ch.name}: ${e.message}`, { notSent: refused, endpoint: ch.name, cause: e });
-  }
-
-  /** A stream that ended with no grpc-status: reset by the server, or its connection lost. */
-  private closedWithoutStatus(ch: Channel, s: Session, stream: ClientHttp2Stream): GrpcError {
-    const rst = stream.rstCode;
-    if (rst !== undefined && rst !== http2.constants.NGHTTP2_NO_ERROR && !s.h2.destroyed) {
-      const refused = rst === NGHTTP2_REFUSED_STREAM;
-      return new GrpcError(statusFromRstCode(rst), `stream reset by ${ch.name} (HTTP/2 error ${rst})`, { notSent: refused, endpoint: ch.name });
-    }
-    return new GrpcError(Status.UNAVAILABLE, `connection to ${ch.name} lost before the response`, { endpoint: ch.name });
   }
 
   /** A bidirectional stream (a watch). Messages written before it is open are queued. */
   stream(path: string, handlers: StreamHandlers): BidiStream {
-    let stream: ClientHttp2Stream | undefined;
+    let stream: H2Stream | undefined;
     let queued: Buffer[] | undefined = [];
     let ended = false;
     const end = (err: GrpcError | undefined) => {
@@ -677,9 +744,31 @@ export class GrpcClient {
     };
     const open = (ch: Channel, s: Session) => {
       if (ended) return;
-      let st: ClientHttp2Stream;
+      const res = new Response();
+      const decoder = new MessageDecoder((m) => {
+        if (!ended) handlers.onMessage(m);
+      });
+      let st: H2Stream;
       try {
-        st = ch.request(s, ch.headersFor(path, undefined));
+        st = ch.request(s, ch.headersFor(path, undefined), {
+          onHeaders: (fields) => res.headers(fields),
+          onData: (chunk) => {
+            if (ended || res.failure) return;
+            try {
+              decoder.push(chunk);
+            } catch (e) {
+              res.failure = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, String(e));
+              st.cancel();
+            }
+          },
+          onClose: (how) => {
+            if (ended) return;
+            if (this.closed) return end(new GrpcError(Status.CANCELLED, 'the gRPC client is closed', { cause: new GrpcClosedError() }));
+            // Our own cancel after a framing error: the failure is the reason.
+            if (how.kind === 'cancelled') return end(res.failure ?? new GrpcError(Status.CANCELLED, 'stream cancelled', { endpoint: ch.name }));
+            end(res.outcome(ch, how));
+          },
+        });
       } catch (e) {
         ch.drop(s);
         // Never synchronously from stream(): the caller has not got its handle yet.
@@ -690,42 +779,6 @@ export class GrpcClient {
       stream = st;
       for (const m of queued!) st.write(m);
       queued = undefined;
-      let status: { code: number; details: string } | undefined;
-      let failure: GrpcError | undefined;
-      const decoder = new MessageDecoder((m) => {
-        if (!ended) handlers.onMessage(m);
-      });
-      st.on('response', (h) => {
-        failure ??= badResponse(h);
-        status ??= statusFromHeaders(h);
-      });
-      st.on('data', (chunk: Buffer) => {
-        if (ended || failure) return;
-        try {
-          decoder.push(chunk);
-        } catch (e) {
-          failure = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, String(e));
-          st.close(NGHTTP2_CANCEL);
-        }
-      });
-      st.on('trailers', (h) => {
-        status ??= statusFromHeaders(h);
-      });
-      // The server ended the call (trailers): close our side too, or node never closes the stream.
-      st.on('end', () => {
-        if (!st.closed) st.close();
-      });
-      st.on('error', (e: Error) => {
-        failure ??= this.streamFailure(ch, st, e);
-      });
-      st.on('close', () => {
-        if (ended) return;
-        if (this.closed) return end(new GrpcError(Status.CANCELLED, 'the gRPC client is closed', { cause: new GrpcClosedError() }));
-        if (status && status.code !== Status.OK) return end(new GrpcError(status.code, status.details, { endpoint: ch.name }));
-        if (failure) return end(failure);
-        if (!status) return end(this.closedWithoutStatus(ch, s, st));
-        end(undefined);
-      });
     };
     if (this.closed) {
       queueMicrotask(() => end(new GrpcError(Status.CANCELLED, 'the gRPC client is closed', { notSent: true, cause: new GrpcClosedError() })));
@@ -748,7 +801,7 @@ export class GrpcClient {
       close() {
         if (ended) return;
         ended = true;
-        if (stream && !stream.closed) stream.close(NGHTTP2_CANCEL);
+        stream?.cancel();
       },
     };
   }
@@ -779,11 +832,4 @@ function unaryMessage(body: Buffer): Buffer | GrpcError | undefined {
   if (d.partial) return new GrpcError(Status.INTERNAL, 'response message truncated');
   if (count > 1) return new GrpcError(Status.UNIMPLEMENTED, `${count} response messages for a unary call`);
   return msg;
-}
-
-/** Node's error on a stream or session as a gRPC status: a transport failure is UNAVAILABLE. */
-function statusFromNodeError(e: Error): number {
-  const code = (e as { code?: unknown }).code;
-  if (code === 'ERR_HTTP2_STREAM_CANCEL' || code === 'ABORT_ERR') return Status.CANCELLED;
-  return Status.UNAVAILABLE;
 }
