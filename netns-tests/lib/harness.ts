@@ -215,6 +215,11 @@ export function nodeIn<A>(ns: NetNS, fn: (arg: A) => unknown, arg: A, opts: Exec
 }
 
 /** Polls `check` until it returns true (or a value) within `ms`. */
+/** Thrown by a waitFor check when waiting longer cannot help (a process it waits on exited): waitFor rethrows it at once. */
+export class GiveUp extends Error {
+  override name = 'GiveUp';
+}
+
 export async function waitFor<T>(check: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
@@ -223,6 +228,7 @@ export async function waitFor<T>(check: () => T | Promise<T>, ms = 5000, what = 
       const v = await check();
       if (v) return v;
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       last = e;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);

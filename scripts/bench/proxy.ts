@@ -40,8 +40,9 @@ import { createNftablesMode } from '../../src/proxy/nftables/index.js';
 import { buildSnapshot, servicePorts } from '../../src/proxy/snapshot.js';
 import type { ProxyMode, ProxyModeName, ProxyNodeConfig, ProxySnapshot, SyncResult } from '../../src/proxy/types.js';
 import { createLogger } from '../../src/util/log.js';
+import { parseDuration } from '../../src/util/duration.js';
 import { formatError } from '../../src/util/errors.js';
-import { Scope, insideOwnNetns, runPrefix, sh, waitFor } from '../../netns-tests/lib/harness.js';
+import { GiveUp, Scope, insideOwnNetns, runPrefix, sh, waitFor } from '../../netns-tests/lib/harness.js';
 import { buildCluster } from '../../netns-tests/lib/cluster.js';
 import { ADMIN_TOKEN, startApi } from '../../netns-tests/lib/api.js';
 import type { ApiProcess } from '../../netns-tests/lib/api.js';
@@ -116,6 +117,12 @@ function parseArgs(argv: string[]): Opts {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(v)}`);
     return n;
   };
+  // Checked here as the agents will (a bad value would make every agent exit at start).
+  const duration = (name: string, def: string) => {
+    const v = get(name) ?? def;
+    parseDuration(v, `--${name}`);
+    return v;
+  };
   const list = (name: string, def: string) => (get(name) ?? def).split(',').map((s) => s.trim()).filter(Boolean);
   const known = new Set(['sizes', 'modes', 'endpoints', 'full-reps', 'upd-reps', 'connects', 'warmup', 'baseline-reps', 'baseline-upd-reps', 'nft-10k', 'skip', 'agents', 'burst', 'burst-concurrency', 'agent-upd-reps', 'proxy-min-sync-period', 'proxy-sync-period', 'sync-timeout', 'vm-timeout', 'in-vm']);
   for (const a of argv) if (a.startsWith('--') && !known.has(a.slice(2))) throw new Error(`unknown option ${a} (known: ${[...known].map((k) => `--${k}`).join(' ')})`);
@@ -152,8 +159,8 @@ function parseArgs(argv: string[]): Opts {
     burst: num('burst', 1000),
     burstConcurrency: num('burst-concurrency', 20),
     agentUpdReps: num('agent-upd-reps', 5),
-    minSyncPeriod: get('proxy-min-sync-period') ?? '1s',
-    proxySyncPeriod: get('proxy-sync-period') ?? '1h',
+    minSyncPeriod: duration('proxy-min-sync-period', '1s'),
+    proxySyncPeriod: duration('proxy-sync-period', '1h'),
     syncTimeoutS: num('sync-timeout', 900),
     vmTimeoutS: num('vm-timeout', 600),
     inVm: get('in-vm'),
@@ -597,7 +604,7 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
     const fullOf = (a: AgentProcess) => syncLines(a.logs()).find((l) => l.kind === 'full' && l.servicePorts >= size);
     await waitFor(
       () => {
-        for (const a of agents) if (a.proc.exitCode !== null) throw new Error(`agent ${a.node.name} exited ${a.proc.exitCode}:\n${tail(a)}`);
+        for (const a of agents) if (a.proc.exitCode !== null || a.proc.signalCode !== null) throw new GiveUp(`agent ${a.node.name} exited (${a.proc.exitCode ?? a.proc.signalCode}):\n${tail(a)}`);
         return agents.every((a) => fullOf(a));
       },
       o.syncTimeoutS * 1000,

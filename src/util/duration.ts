@@ -1,5 +1,6 @@
-/** Durations as Kubernetes flags write them: "40s", "5m", "1h30m", "500ms", "2.5s". */
+/** Durations as Kubernetes flags write them: "40s", "5m", "1h30m", "500ms", "2.5s", and a bare "0" (as Go's time.ParseDuration). */
 export function parseDuration(text: string, flag: string): number {
+  if (text === '0') return 0;
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
   let total = 0;
   let consumed = 0;
