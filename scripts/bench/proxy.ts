@@ -167,6 +167,9 @@ function parseArgs(argv: string[]): Opts {
   };
 }
 
+/** Options for node in each agent (profiling: PODNET_BENCH_AGENT_NODE_ARGS="--prof"), space-separated. */
+const AGENT_NODE_ARGS = (process.env.PODNET_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 const T0 = Date.now();
 const log = (msg: string) => process.stderr.write(`proxy bench [${((Date.now() - T0) / 1000).toFixed(1).padStart(6)} s]: ${msg}\n`);
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
@@ -218,6 +221,10 @@ interface AgentLevel {
   firstFullSyncMs: number[];
   /** One-endpoint change: API write -> 'proxy rules synced' on each agent (ms), per rep and agent. */
   oneEndpointMs: number[][];
+  /** Per rep: when the API answered the write (ms after it was sent). */
+  oneEndpointAckMs: number[];
+  /** Per rep and agent: the sync's own duration (its log line's ms). */
+  oneEndpointSyncMs: number[][];
   burst: {
     changes: number;
     writeSeconds: number;
@@ -598,7 +605,7 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
     const started: number[] = [];
     for (const n of c.nodes) {
       started.push(Date.now());
-      agents.push(await startAgent(scope, n, c.api, { backend: 'host-gw', extraArgs: ['--proxy-mode', mode, '--proxy-min-sync-period', o.minSyncPeriod, '--proxy-sync-period', o.proxySyncPeriod, '--resync-period', '30s'] }));
+      agents.push(await startAgent(scope, n, c.api, { backend: 'host-gw', nodeArgs: AGENT_NODE_ARGS, extraArgs: ['--proxy-mode', mode, '--proxy-min-sync-period', o.minSyncPeriod, '--proxy-sync-period', o.proxySyncPeriod, '--resync-period', '30s'] }));
     }
     const failures = () => agents.flatMap((a) => syncFailures(a.logs()).map((l) => `${a.node.name}: ${l.slice(0, 1500)}`));
     const fullOf = (a: AgentProcess) => syncLines(a.logs()).find((l) => l.kind === 'full' && l.servicePorts >= size);
@@ -620,10 +627,14 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
 
     // One endpoint change at a time: API write -> 'proxy rules synced' on each agent.
     const oneEndpointMs: number[][] = [];
+    // Where the time goes: the API's answer (the write is durable then), and each agent's sync.
+    const ackMs: number[] = [];
+    const syncMs: number[][] = [];
     for (const i of targets(o.agentUpdReps, size, 1)) {
       const before = agents.map((a) => syncLines(a.logs()).length);
       const t0 = Date.now();
       await c.changeEndpoint(i);
+      ackMs.push(Date.now() - t0);
       const lines = await waitFor(
         () => {
           const got = agents.map((a, k) => syncLines(a.logs()).slice(before[k]).find((l) => l.at >= t0 && l.changed >= 1));
@@ -635,9 +646,10 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
         throw new Error(`${String(e)}\n${agents.map((a) => `--- ${a.node.name}\n${tail(a)}`).join('\n')}`);
       });
       oneEndpointMs.push(lines!.map((l) => l.at - t0));
+      syncMs.push(lines!.map((l) => l.ms));
       await new Promise((r) => setTimeout(r, 1500));
     }
-    log(`  one-endpoint API -> kernel: ${oneEndpointMs.map((r) => r.join('/')).join(', ')} ms (per rep, each agent)`);
+    log(`  one-endpoint API -> kernel: ${oneEndpointMs.map((r) => r.join('/')).join(', ')} ms (per rep, each agent); API answered after ${ackMs.join(', ')} ms; the agents' syncs took ${syncMs.map((r) => r.join('/')).join(', ')} ms`);
 
     // A burst of endpoint changes across services.
     const before = await Promise.all(c.nodes.map(async (n) => parseHistogram(await scrape(n), HIST)));
@@ -691,6 +703,8 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
       startToSyncedS,
       firstFullSyncMs: firsts.map((f) => f.ms),
       oneEndpointMs,
+      oneEndpointAckMs: ackMs,
+      oneEndpointSyncMs: syncMs,
       burst: burstRes,
       rssMB: { vmHWM: mem.map((m) => m.hwm), vmRSS: mem.map((m) => m.rss) },
       syncFailures: failures(),

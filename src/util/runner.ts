@@ -17,6 +17,7 @@ export interface RunnerOptions {
 
 export class BoundedFrequencyRunner {
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
   private running: Promise<void> | undefined;
   private pending = false;
   private started = false;
@@ -45,12 +46,27 @@ export class BoundedFrequencyRunner {
 
   async stop(): Promise<void> {
     this.started = false;
-    clearTimeout(this.timer);
+    this.cancel();
     await this.running;
   }
 
-  private schedule(ms: number): void {
+  private cancel(): void {
     clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = undefined;
+    this.immediate = undefined;
+  }
+
+  /** A run after `ms`; with 0, in this turn of the event loop (setTimeout(0) would wait at least 1 ms). */
+  private schedule(ms: number): void {
+    this.cancel();
+    if (ms <= 0) {
+      this.immediate = setImmediate(() => {
+        this.immediate = undefined;
+        void this.tick();
+      });
+      return;
+    }
     this.timer = setTimeout(() => void this.tick(), ms);
     this.timer.unref?.();
   }

@@ -202,6 +202,25 @@ describe('H2Session against nghttp2 (node:http2 server)', () => {
     expect(h2.active).toBe(0);
   });
 
+  it('a stream callback that throws ends the connection with that reason, not a crash', async () => {
+    const s = await server((stream) => {
+      stream.respond({ ':status': 200 });
+      stream.end('boom');
+    });
+    const { h2, closed } = await session(s.path);
+    let end: StreamEnd | undefined;
+    const st = h2.open(request('/t'), {
+      onHeaders: () => undefined,
+      onData: () => {
+        throw new Error('handler bug');
+      },
+      onClose: (e) => (end = e),
+    });
+    st.write(Buffer.alloc(0), true);
+    expect((await closed)?.message).toBe('a stream callback threw: handler bug');
+    expect(end).toMatchObject({ kind: 'lost', refused: false });
+  });
+
   it('the connection lost: open streams end lost (sent), the session reports the error', async () => {
     const s = await server((stream) => stream.on('data', () => stream.session?.destroy()));
     const { h2, closed } = await session(s.path);

@@ -413,10 +413,14 @@ export class H2Session {
         this.onFrame(type, flags, sid, payload);
       }
     } catch (e) {
+      // The server broke the protocol, or one of our stream callbacks threw: either way the
+      // connection's state is unknown now, so it ends (calls on it fail and are retried).
+      const protocol = e instanceof ConnectionError || e instanceof HpackError;
       const code = e instanceof ConnectionError ? e.code : e instanceof HpackError ? H2Code.COMPRESSION_ERROR : H2Code.INTERNAL_ERROR;
       if (this.state !== 'destroyed') {
         this.queue(frameWith(T.GOAWAY, 0, 0, Buffer.concat([u32(0), u32(code)])));
-        this.destroy(new Error(`HTTP/2 protocol error: ${(e as Error).message}`));
+        const msg = e instanceof Error ? e.message : String(e);
+        this.destroy(new Error(protocol ? `HTTP/2 protocol error: ${msg}` : `a stream callback threw: ${msg}`, { cause: e }));
       }
       return;
     }
