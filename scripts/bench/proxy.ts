@@ -236,7 +236,7 @@ interface AgentLevel {
     /** The agents' sync log lines of the burst: ms after the first write, changed ports, sync duration. */
     syncs: { agent: string; atMs: number; changed: number; ms: number }[];
   };
-  rssMB: { vmHWM: number[]; vmRSS: number[] };
+  rssMB: { vmHWM: number[]; vmRSS: number[]; heapUsed?: number[]; heapTotal?: number[]; external?: number[] };
   syncFailures: string[];
 }
 
@@ -588,6 +588,12 @@ async function scrape(node: { ip: string }): Promise<string> {
   return t;
 }
 
+/** The agent's own account of its memory (prom-client's default process metrics), MB. */
+function heapMB(metrics: string): { used: number; total: number; external: number } {
+  const v = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(metrics)?.[1] ?? NaN) / 1e6;
+  return { used: v('nodejs_heap_size_used_bytes'), total: v('nodejs_heap_size_total_bytes'), external: v('nodejs_external_memory_bytes') };
+}
+
 function procStatusMB(pid: number): { hwm: number; rss: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
@@ -695,7 +701,9 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
     };
     log(`  burst programmed: histogram p50 ≈ ${q50 ? round(q50.value, 3) : '-'} s, p99 ≈ ${q99 ? round(q99.value, 3) : '-'} s (${h.count} observations, ${round(100 * (burstRes.histogram.fractionWithin1s ?? NaN), 2)}% ≤ 1 s); from logs p50 ${round(st.median)} ms, p99 ${round(st.p99)} ms; ${burstRes.syncsPerAgent.join('/')} syncs per agent`);
     const mem = agents.map((a) => procStatusMB(a.proc.pid!));
-    log(`  agent VmHWM ${mem.map((m) => round(m.hwm)).join(' / ')} MB, VmRSS ${mem.map((m) => round(m.rss)).join(' / ')} MB`);
+    // What of the RSS is the JS heap (live, and committed) and memory outside it (Buffers).
+    const heap = await Promise.all(c.nodes.map(async (n) => heapMB(await scrape(n))));
+    log(`  agent VmHWM ${mem.map((m) => round(m.hwm)).join(' / ')} MB, VmRSS ${mem.map((m) => round(m.rss)).join(' / ')} MB; JS heap used / committed / external ${heap.map((h) => `${round(h.used)}/${round(h.total)}/${round(h.external)}`).join(', ')} MB`);
     return {
       mode,
       size,
@@ -706,7 +714,7 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
       oneEndpointAckMs: ackMs,
       oneEndpointSyncMs: syncMs,
       burst: burstRes,
-      rssMB: { vmHWM: mem.map((m) => m.hwm), vmRSS: mem.map((m) => m.rss) },
+      rssMB: { vmHWM: mem.map((m) => m.hwm), vmRSS: mem.map((m) => m.rss), heapUsed: heap.map((h) => h.used), heapTotal: heap.map((h) => h.total), external: heap.map((h) => h.external) },
       syncFailures: failures(),
     };
   } finally {
