@@ -137,8 +137,9 @@ export class H2Stream {
   }
 }
 
-function frameHeader(len: number, type: number, flags: number, sid: number): Buffer {
-  const b = Buffer.allocUnsafe(9);
+/** A frame's 9-byte header (payload length, type, flags, stream id) in front of `room` more bytes. */
+function frameHeader(len: number, type: number, flags: number, sid: number, room = 0): Buffer {
+  const b = Buffer.allocUnsafe(9 + room);
   b[0] = (len >>> 16) & 0xff;
   b[1] = (len >>> 8) & 0xff;
   b[2] = len & 0xff;
@@ -148,14 +149,9 @@ function frameHeader(len: number, type: number, flags: number, sid: number): Buf
   return b;
 }
 
+/** A whole frame: header and a copy of the payload. */
 function frameWith(type: number, flags: number, sid: number, payload: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(9 + payload.length);
-  b[0] = (payload.length >>> 16) & 0xff;
-  b[1] = (payload.length >>> 8) & 0xff;
-  b[2] = payload.length & 0xff;
-  b[3] = type;
-  b[4] = flags;
-  b.writeUInt32BE(sid & 0x7fffffff, 5);
+  const b = frameHeader(payload.length, type, flags, sid, payload.length);
   payload.copy(b, 9);
   return b;
 }
@@ -384,7 +380,7 @@ export class H2Session {
       s.events.onClose(end);
     } finally {
       if (this.state !== 'destroyed') {
-        while (this.waiting.length && this.streams.size < this.peerMaxStreams) this.start(this.waiting.shift()!);
+        this.startWaiting();
         if ((this.state === 'closing' || this.state === 'goaway') && this.active === 0) this.destroy(undefined);
       }
     }
@@ -571,6 +567,11 @@ export class H2Session {
       this.opts.onReady();
     }
     for (const s of [...this.blocked]) this.sendPending(s);
+    this.startWaiting();
+  }
+
+  /** Opens waiting streams while the server's concurrency limit allows. */
+  private startWaiting(): void {
     while (this.waiting.length && this.streams.size < this.peerMaxStreams && this.state !== 'destroyed') this.start(this.waiting.shift()!);
   }
 
