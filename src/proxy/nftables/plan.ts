@@ -149,11 +149,11 @@ export interface ServiceObjects {
   readonly chains: readonly NftChain[];
   /** Its own sets: with ClientIP affinity one dynamic set per endpoint (else none). */
   readonly sets: readonly NftSet[];
-  /** Its elements in endpoint bucket maps (its slots' ranges), by bucket name. */
+  /** Its elements in endpoint bucket maps (its slots' ranges), by bucket name. Built each time it is read (PlannedPort): read it once per use. */
   readonly setElements: ReadonlyMap<string, readonly NftElement[]>;
   /** The slots it holds (slot ids: `<proto>|<port key>|cluster` / `|local`). */
   readonly slotIds: readonly string[];
-  /** What it wants in the shared maps (the first service port by key owns a contested key). */
+  /** What it wants in the shared maps (the first service port by key owns a contested key). Built each time it is read, like setElements. */
   readonly elements: readonly MapElement[];
 }
 
@@ -166,6 +166,12 @@ export interface BaseObjects {
 }
 
 const claimKey = (map: string, key: readonly string[]): string => `${map}|${key.join(' . ')}`;
+
+/** Who claims a shared-map key: one service port key, or several (sorted). */
+export type Claim = string | readonly string[];
+const claimants = (c: Claim | undefined): readonly string[] => (c === undefined ? [] : typeof c === 'string' ? [c] : c);
+const ownerOf = (c: Claim | undefined): string | undefined => (c === undefined || typeof c === 'string' ? c : c[0]);
+const asClaim = (list: readonly string[]): Claim | undefined => (list.length === 0 ? undefined : list.length === 1 ? list[0] : list);
 
 /** Which endpoint slots are held, and which bucket maps exist (part of the planned state). */
 export interface SlotState {
@@ -249,8 +255,12 @@ export class PlannedState {
   readonly base: BaseObjects;
   /** By service port key. */
   readonly perService: ReadonlyMap<string, ServiceObjects>;
-  /** Claims on shared-map keys: claimKey → the service port keys wanting it, sorted. */
-  readonly claims: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Claims on shared-map keys: claimKey → the service port key wanting it, or the keys
+   * (sorted) when several do — a lone claimant is kept as the string itself (most keys: one
+   * per VIP port and per endpoint, so no array each).
+   */
+  readonly claims: ReadonlyMap<string, Claim>;
   /** Endpoint slots and bucket maps. */
   readonly slots: SlotState;
   /** @internal Compared to decide whether a partial sync is possible. */
@@ -258,7 +268,7 @@ export class PlannedState {
   #table: NftTable | undefined;
 
   /** @internal Use planTable. */
-  constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<readonly string[]>; slots: SlotState; nodeSignature: string }) {
+  constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<Claim>; slots: SlotState; nodeSignature: string }) {
     this.family = o.family;
     this.nftFamily = o.family === 4 ? 'ip' : 'ip6';
     this.tableName = TABLE_NAME;
@@ -276,15 +286,23 @@ export class PlannedState {
   }
 
   /** @internal */
-  get pClaims(): PMap<readonly string[]> {
-    return this.claims as PMap<readonly string[]>;
+  get pClaims(): PMap<Claim> {
+    return this.claims as PMap<Claim>;
   }
 
-  /** The map element installed for a claim key (its first claimant's), if any. */
-  installed(ck: string): MapElement | undefined {
-    const owner = this.claims.get(ck)?.[0];
+  /**
+   * The map element installed for a claim key (its first claimant's), if any. `memo` keeps the
+   * claimants' elements across calls (they are built when read: see PlannedPort).
+   */
+  installed(ck: string, memo?: Map<string, readonly MapElement[]>): MapElement | undefined {
+    const owner = ownerOf(this.claims.get(ck));
     if (owner === undefined) return undefined;
-    return this.perService.get(owner)?.elements.find((me) => claimKey(me.map, me.element.key) === ck);
+    let els = memo?.get(owner);
+    if (!els) {
+      els = this.perService.get(owner)?.elements ?? [];
+      memo?.set(owner, els);
+    }
+    return els.find((me) => claimKey(me.map, me.element.key) === ck);
   }
 
   /**
@@ -310,7 +328,7 @@ export class PlannedState {
       for (const [b, els] of o.setElements) elements.get(b)?.push(...els);
       for (const c of o.chains) chains.push(c);
       for (const me of o.elements) {
-        if (this.claims.get(claimKey(me.map, me.element.key))?.[0] !== k) continue;
+        if (ownerOf(this.claims.get(claimKey(me.map, me.element.key))) !== k) continue;
         elements.get(me.map)?.push(me.element);
       }
     }
@@ -556,7 +574,7 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx, slotOf: (id: string) => n
   const l4 = ctx.l4proto.get(proto) ?? match(L4PROTO, proto);
 
   const sets: NftSet[] = [];
-  const setElements = new Map<string, NftElement[]>();
+  const slotSpecs: SlotSpec[] = [];
   const slotIds: string[] = [];
   const epChains: NftChain[] = [];
   const masqOffCluster = (): NftRule[] => (ctx.clusterCIDR ? [rule([match(ctx.daddrExpr, clusterIP), match(saddr, ctx.clusterCIDR, '!='), JUMP_MASQ])] : []);
@@ -576,9 +594,7 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx, slotOf: (id: string) => n
       const map = bucketName(slotProtoOf, slot);
       const offset = slotOffset(slot);
       slotIds.push(id);
-      const els = endpointMapElements(eps, offset);
-      const have = setElements.get(map);
-      setElements.set(map, have ? [...have, ...els] : els);
+      slotSpecs.push({ map, offset, eps });
       return { kind: 'dnat-map', key: { kind: 'numgen', mod: NUMGEN_MOD, ...(offset ? { offset } : {}) }, map };
     };
     if (usesService) chains.push({ name: serviceChain, rules: [...head(serviceChain), rule([l4, mapOf('cluster', all)])] });
@@ -621,31 +637,100 @@ function planServiceIn(sp: ProxyServicePort, ctx: Ctx, slotOf: (id: string) => n
   }
   chains.push(...epChains);
 
-  // Shared map and set elements (a key at most once per map).
-  const elements: MapElement[] = [];
-  const taken = new Set<string>();
-  const add = (map: string, element: NftElement): void => {
-    const ck = claimKey(map, element.key);
-    if (taken.has(ck)) return;
-    taken.add(ck);
-    elements.push({ map, element });
+  const shared: SharedSpec = {
+    clusterIP,
+    proto,
+    port,
+    externalIPs,
+    nodePort: sp.nodePort,
+    internalChain,
+    externalChain,
+    comment: hasEndpoints ? undefined : commentOf(sp.key),
+    hairpin: [...(usesService ? all : []), ...(usesLocal ? local : [])],
   };
-  const comment = commentOf(sp.key);
-  // The dispatch elements do not depend on endpoints: an endpoint change never touches them.
-  add(MAPS.serviceIPs, { key: [clusterIP, proto, port], verdict: { kind: 'goto', chain: internalChain } });
-  for (const ip of externalIPs) add(MAPS.serviceIPs, { key: [ip, proto, port], verdict: { kind: 'goto', chain: externalChain } });
-  if (sp.nodePort > 0) add(MAPS.serviceNodePorts, { key: [proto, String(sp.nodePort)], verdict: { kind: 'goto', chain: externalChain } });
-  if (!hasEndpoints) {
-    add(SETS.noEndpointServices, { key: [clusterIP, proto, port], comment });
-    for (const ip of externalIPs) add(SETS.noEndpointServices, { key: [ip, proto, port], comment });
-    if (sp.nodePort > 0) add(SETS.noEndpointNodePorts, { key: [proto, String(sp.nodePort)], comment });
+  return new PlannedPort(sp, chains, sets, slotIds, slotSpecs, shared);
+}
+
+/** One endpoint slot of a service port: its bucket map, offset and endpoints. */
+interface SlotSpec {
+  readonly map: string;
+  readonly offset: number;
+  readonly eps: readonly ProxyEndpoint[];
+}
+
+/** What a service port's shared-map elements follow from. */
+interface SharedSpec {
+  readonly clusterIP: string;
+  readonly proto: string;
+  readonly port: string;
+  readonly externalIPs: readonly string[];
+  readonly nodePort: number;
+  readonly internalChain: string;
+  readonly externalChain: string;
+  /** Set when the port has no endpoints (its keys go into the no-endpoint sets). */
+  readonly comment: string | undefined;
+  /** The endpoints it dispatches to (hairpin elements). */
+  readonly hairpin: readonly ProxyEndpoint[];
+}
+
+/**
+ * A service port's planned objects. Its per-endpoint parts — the elements of its slots and
+ * its shared-map elements (hairpin: one per endpoint) — are built each time they are read
+ * from the endpoints the port holds anyway, not kept: at 10,000 × 10 they were half of a
+ * plan's memory (~45 of ~85 MB), and only changed ports and full syncs read them.
+ */
+class PlannedPort implements ServiceObjects {
+  readonly key: string;
+
+  constructor(
+    readonly port: ProxyServicePort,
+    readonly chains: readonly NftChain[],
+    readonly sets: readonly NftSet[],
+    readonly slotIds: readonly string[],
+    private readonly slotSpecs: readonly SlotSpec[],
+    private readonly shared: SharedSpec,
+  ) {
+    this.key = port.key;
   }
-  // Hairpin: every endpoint the port dispatches to (endpoint . port . endpoint).
-  for (const e of [...(usesService ? all : []), ...(usesLocal ? local : [])]) {
-    const ip = nftAddr(e.ip);
-    add(SETS.hairpin, { key: [ip, String(e.port), ip] });
+
+  get setElements(): ReadonlyMap<string, readonly NftElement[]> {
+    const out = new Map<string, NftElement[]>();
+    for (const { map, offset, eps } of this.slotSpecs) {
+      const els = endpointMapElements(eps, offset);
+      const have = out.get(map);
+      out.set(map, have ? [...have, ...els] : els);
+    }
+    return out;
   }
-  return { key: sp.key, port: sp, chains, sets, setElements, slotIds, elements };
+
+  /** Shared map and set elements (a key at most once per map). */
+  get elements(): readonly MapElement[] {
+    const o = this.shared;
+    const elements: MapElement[] = [];
+    const taken = new Set<string>();
+    const add = (map: string, element: NftElement): void => {
+      const ck = claimKey(map, element.key);
+      if (taken.has(ck)) return;
+      taken.add(ck);
+      elements.push({ map, element });
+    };
+    // The dispatch elements do not depend on endpoints: an endpoint change never touches them.
+    add(MAPS.serviceIPs, { key: [o.clusterIP, o.proto, o.port], verdict: { kind: 'goto', chain: o.internalChain } });
+    for (const ip of o.externalIPs) add(MAPS.serviceIPs, { key: [ip, o.proto, o.port], verdict: { kind: 'goto', chain: o.externalChain } });
+    if (o.nodePort > 0) add(MAPS.serviceNodePorts, { key: [o.proto, String(o.nodePort)], verdict: { kind: 'goto', chain: o.externalChain } });
+    if (o.comment !== undefined) {
+      const comment = o.comment;
+      add(SETS.noEndpointServices, { key: [o.clusterIP, o.proto, o.port], comment });
+      for (const ip of o.externalIPs) add(SETS.noEndpointServices, { key: [ip, o.proto, o.port], comment });
+      if (o.nodePort > 0) add(SETS.noEndpointNodePorts, { key: [o.proto, String(o.nodePort)], comment });
+    }
+    // Hairpin: every endpoint the port dispatches to (endpoint . port . endpoint).
+    for (const e of o.hairpin) {
+      const ip = nftAddr(e.ip);
+      add(SETS.hairpin, { key: [ip, String(e.port), ip] });
+    }
+    return elements;
+  }
 }
 
 // ---------------------------------------------------------------- planTable
@@ -674,8 +759,8 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
   const sig = nodeSignature(snapshot.node);
   if (prev && changed && prev.family === snapshot.family && prev.nodeSignature === sig) {
     const svc = new Map<string, ServiceObjects | undefined>();
-    const claims = new Map<string, readonly string[] | undefined>();
-    const claimOf = (ck: string): readonly string[] => (claims.has(ck) ? (claims.get(ck) ?? []) : (prev.claims.get(ck) ?? []));
+    const claims = new Map<string, Claim | undefined>();
+    const claimOf = (ck: string): readonly string[] => claimants(claims.has(ck) ? claims.get(ck) : prev.claims.get(ck));
     const slots = new SlotAllocator(prev.slots);
     const take = (id: string): number => slots.take(id);
     const released: string[] = [];
@@ -691,18 +776,18 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
       for (const me of old?.elements ?? []) {
         const ck = claimKey(me.map, me.element.key);
         const rest = claimOf(ck).filter((x) => x !== k);
-        claims.set(ck, rest.length ? rest : undefined);
+        claims.set(ck, asClaim(rest));
       }
       for (const me of now?.elements ?? []) {
         const ck = claimKey(me.map, me.element.key);
-        claims.set(ck, insertSorted(claimOf(ck), k));
+        claims.set(ck, asClaim(insertSorted(claimOf(ck), k)));
       }
     }
     for (const id of released) slots.release(id);
     return new PlannedState({ family: snapshot.family, node: snapshot.node, base: prev.base, perService: prev.pServices.with(svc), claims: prev.pClaims.with(claims), slots: slots.state(), nodeSignature: sig });
   }
   const perService = new Map<string, ServiceObjects>();
-  const claims = new Map<string, readonly string[]>();
+  const claims = new Map<string, Claim>();
   const reuse = prev && prev.family === snapshot.family && prev.nodeSignature === sig ? prev : undefined;
   // Slots start over, keeping the previous plan's where they are free: reused objects keep
   // theirs (taken first, so a re-planned port cannot take one of them).
@@ -722,9 +807,8 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
     perService.set(k, o);
     for (const me of o.elements) {
       const ck = claimKey(me.map, me.element.key);
-      const list = claims.get(ck);
-      if (!list) claims.set(ck, [k]);
-      else claims.set(ck, insertSorted(list, k));
+      const have = claims.get(ck);
+      claims.set(ck, have === undefined ? k : asClaim(insertSorted(claimants(have), k))!);
     }
   }
   return new PlannedState({ family: snapshot.family, node: snapshot.node, base: planBase(ctx), perService: PMap.of(perService), claims: PMap.of(claims), slots: slots.state(), nodeSignature: sig });
@@ -851,15 +935,24 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   const slotAdds = new Map<string, NftElement[]>();
   const affected = new Set<string>();
   for (const b of sortedBuckets(next.slots.buckets.keys())) if (!prev.slots.buckets.has(b)) addSets.push(bucketSet(next.family, b)!);
+  // Elements are built when read (PlannedPort): each port's are read once here.
+  const prevMemo = new Map<string, readonly MapElement[]>();
+  const nextMemo = new Map<string, readonly MapElement[]>();
   for (const k of [...changed].sort()) {
     const p = prev.perService.get(k);
     const n = next.perService.get(k);
     if (p === n) continue;
+    const pSlots = p?.setElements ?? new Map<string, readonly NftElement[]>();
+    const nSlots = n?.setElements ?? new Map<string, readonly NftElement[]>();
+    const pShared = p?.elements ?? [];
+    const nShared = n?.elements ?? [];
+    if (p) prevMemo.set(k, pShared);
+    if (n) nextMemo.set(k, nShared);
     const pSets = new Map((p?.sets ?? []).map((s) => [s.name, s]));
     const nSets = new Map((n?.sets ?? []).map((s) => [s.name, s]));
     let setRecreated = false;
     const fill = (s: NftSet): void => {
-      const els = n!.setElements.get(s.name);
+      const els = nSlots.get(s.name);
       if (!s.dynamic && els?.length) fillSets.push([s.name, els]);
     };
     for (const s of p?.sets ?? []) {
@@ -870,9 +963,9 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
         addSets.push(ns);
         fill(ns);
         setRecreated = true;
-      } else if (!ns.dynamic && JSON.stringify(p!.setElements.get(s.name) ?? []) !== JSON.stringify(n!.setElements.get(s.name) ?? [])) {
+      } else if (!ns.dynamic && JSON.stringify(pSlots.get(s.name) ?? []) !== JSON.stringify(nSlots.get(s.name) ?? [])) {
         // Element-only: no rule refers to an element, so this needs no validation at commit.
-        if (p!.setElements.get(s.name)?.length) flushSets.push(s.name);
+        if (pSlots.get(s.name)?.length) flushSets.push(s.name);
         fill(ns);
       }
     }
@@ -898,20 +991,20 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
       addChains.push(c);
       ruleChains.push(c);
     }
-    for (const b of new Set([...(p?.setElements.keys() ?? []), ...(n?.setElements.keys() ?? [])])) {
-      const pe = p?.setElements.get(b) ?? [];
-      const ne = n?.setElements.get(b) ?? [];
+    for (const b of new Set([...pSlots.keys(), ...nSlots.keys()])) {
+      const pe = pSlots.get(b) ?? [];
+      const ne = nSlots.get(b) ?? [];
       if (pe === ne || JSON.stringify(pe) === JSON.stringify(ne)) continue;
       // Element-only: no rule refers to an element, so this needs no validation at commit.
       if (pe.length) slotDeletes.set(b, [...(slotDeletes.get(b) ?? []), ...pe.map((e) => [...e.key])]);
       if (ne.length) slotAdds.set(b, [...(slotAdds.get(b) ?? []), ...ne]);
     }
-    for (const me of p?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
-    for (const me of n?.elements ?? []) affected.add(claimKey(me.map, me.element.key));
+    for (const me of pShared) affected.add(claimKey(me.map, me.element.key));
+    for (const me of nShared) affected.add(claimKey(me.map, me.element.key));
   }
   for (const ck of [...affected].sort()) {
-    const pe = prev.installed(ck);
-    const ne = next.installed(ck);
+    const pe = prev.installed(ck, prevMemo);
+    const ne = next.installed(ck, nextMemo);
     const same = !!pe && !!ne && sameElement(pe.element, ne.element);
     if (pe && !same) {
       const l = delElements.get(pe.map) ?? [];
