@@ -265,7 +265,8 @@ export class PlannedState {
   readonly slots: SlotState;
   /** @internal Compared to decide whether a partial sync is possible. */
   readonly nodeSignature: string;
-  #table: NftTable | undefined;
+  /** The whole table, held weakly (a full sync reads it a few times; kept, it would hold every element). */
+  #table: WeakRef<NftTable> | undefined;
 
   /** @internal Use planTable. */
   constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<Claim>; slots: SlotState; nodeSignature: string }) {
@@ -312,7 +313,8 @@ export class PlannedState {
    * them in, i.e. how the kernel lists them.
    */
   get table(): NftTable {
-    if (this.#table) return this.#table;
+    const have = this.#table?.deref();
+    if (have) return have;
     const sets: NftSet[] = [...this.base.sets];
     const chains: NftChain[] = [...this.base.chains];
     const elements = new Map<string, NftElement[]>();
@@ -333,8 +335,9 @@ export class PlannedState {
       }
     }
     for (const b of this.slots.buckets.keys()) elements.get(b)!.sort((x, y) => rangeStart(x) - rangeStart(y));
-    this.#table = { family: this.nftFamily, name: this.tableName, sets, elements, chains };
-    return this.#table;
+    const table: NftTable = { family: this.nftFamily, name: this.tableName, sets, elements, chains };
+    this.#table = new WeakRef(table);
+    return table;
   }
 }
 
@@ -675,12 +678,15 @@ interface SharedSpec {
 
 /**
  * A service port's planned objects. Its per-endpoint parts — the elements of its slots and
- * its shared-map elements (hairpin: one per endpoint) — are built each time they are read
- * from the endpoints the port holds anyway, not kept: at 10,000 × 10 they were half of a
+ * its shared-map elements (hairpin: one per endpoint) — are built when read from the
+ * endpoints the port holds anyway, and held only weakly: at 10,000 × 10 they were half of a
  * plan's memory (~45 of ~85 MB), and only changed ports and full syncs read them.
  */
 class PlannedPort implements ServiceObjects {
   readonly key: string;
+  /** The last built elements, held weakly: reads within one sync build them once, and a collection frees them. */
+  #setElements: WeakRef<ReadonlyMap<string, readonly NftElement[]>> | undefined;
+  #elements: WeakRef<readonly MapElement[]> | undefined;
 
   constructor(
     readonly port: ProxyServicePort,
@@ -694,6 +700,22 @@ class PlannedPort implements ServiceObjects {
   }
 
   get setElements(): ReadonlyMap<string, readonly NftElement[]> {
+    const have = this.#setElements?.deref();
+    if (have) return have;
+    const built = this.buildSetElements();
+    this.#setElements = new WeakRef(built);
+    return built;
+  }
+
+  get elements(): readonly MapElement[] {
+    const have = this.#elements?.deref();
+    if (have) return have;
+    const built = this.buildElements();
+    this.#elements = new WeakRef(built);
+    return built;
+  }
+
+  private buildSetElements(): ReadonlyMap<string, readonly NftElement[]> {
     const out = new Map<string, NftElement[]>();
     for (const { map, offset, eps } of this.slotSpecs) {
       const els = endpointMapElements(eps, offset);
@@ -704,7 +726,7 @@ class PlannedPort implements ServiceObjects {
   }
 
   /** Shared map and set elements (a key at most once per map). */
-  get elements(): readonly MapElement[] {
+  private buildElements(): readonly MapElement[] {
     const o = this.shared;
     const elements: MapElement[] = [];
     const taken = new Set<string>();
