@@ -149,11 +149,11 @@ export interface ServiceObjects {
   readonly chains: readonly NftChain[];
   /** Its own sets: with ClientIP affinity one dynamic set per endpoint (else none). */
   readonly sets: readonly NftSet[];
-  /** Its elements in endpoint bucket maps (its slots' ranges), by bucket name. Built each time it is read (PlannedPort): read it once per use. */
+  /** Its elements in endpoint bucket maps (its slots' ranges), by bucket name. Built when read and held weakly (PlannedPort). */
   readonly setElements: ReadonlyMap<string, readonly NftElement[]>;
   /** The slots it holds (slot ids: `<proto>|<port key>|cluster` / `|local`). */
   readonly slotIds: readonly string[];
-  /** What it wants in the shared maps (the first service port by key owns a contested key). Built each time it is read, like setElements. */
+  /** What it wants in the shared maps (the first service port by key owns a contested key). Built when read and held weakly, like setElements. */
   readonly elements: readonly MapElement[];
 }
 
@@ -246,6 +246,22 @@ class SlotAllocator {
   }
 }
 
+/**
+ * A value built on demand and held only by a WeakRef: repeated reads within one synchronous
+ * job (a sync's planning) build it once, and the next collection frees it.
+ */
+class WeakMemo<T extends object> {
+  #ref: WeakRef<T> | undefined;
+
+  get(build: () => T): T {
+    const have = this.#ref?.deref();
+    if (have) return have;
+    const built = build();
+    this.#ref = new WeakRef(built);
+    return built;
+  }
+}
+
 /** What podnet wants in one family's table: the result of planTable. */
 export class PlannedState {
   readonly family: Family;
@@ -266,7 +282,7 @@ export class PlannedState {
   /** @internal Compared to decide whether a partial sync is possible. */
   readonly nodeSignature: string;
   /** The whole table, held weakly (a full sync reads it a few times; kept, it would hold every element). */
-  #table: WeakRef<NftTable> | undefined;
+  readonly #table = new WeakMemo<NftTable>();
 
   /** @internal Use planTable. */
   constructor(o: { family: Family; node: ProxyNodeConfig; base: BaseObjects; perService: PMap<ServiceObjects>; claims: PMap<Claim>; slots: SlotState; nodeSignature: string }) {
@@ -291,19 +307,11 @@ export class PlannedState {
     return this.claims as PMap<Claim>;
   }
 
-  /**
-   * The map element installed for a claim key (its first claimant's), if any. `memo` keeps the
-   * claimants' elements across calls (they are built when read: see PlannedPort).
-   */
-  installed(ck: string, memo?: Map<string, readonly MapElement[]>): MapElement | undefined {
+  /** The map element installed for a claim key (its first claimant's), if any. */
+  installed(ck: string): MapElement | undefined {
     const owner = ownerOf(this.claims.get(ck));
     if (owner === undefined) return undefined;
-    let els = memo?.get(owner);
-    if (!els) {
-      els = this.perService.get(owner)?.elements ?? [];
-      memo?.set(owner, els);
-    }
-    return els.find((me) => claimKey(me.map, me.element.key) === ck);
+    return this.perService.get(owner)?.elements.find((me) => claimKey(me.map, me.element.key) === ck);
   }
 
   /**
@@ -313,8 +321,10 @@ export class PlannedState {
    * them in, i.e. how the kernel lists them.
    */
   get table(): NftTable {
-    const have = this.#table?.deref();
-    if (have) return have;
+    return this.#table.get(() => this.buildTable());
+  }
+
+  private buildTable(): NftTable {
     const sets: NftSet[] = [...this.base.sets];
     const chains: NftChain[] = [...this.base.chains];
     const elements = new Map<string, NftElement[]>();
@@ -335,9 +345,7 @@ export class PlannedState {
       }
     }
     for (const b of this.slots.buckets.keys()) elements.get(b)!.sort((x, y) => rangeStart(x) - rangeStart(y));
-    const table: NftTable = { family: this.nftFamily, name: this.tableName, sets, elements, chains };
-    this.#table = new WeakRef(table);
-    return table;
+    return { family: this.nftFamily, name: this.tableName, sets, elements, chains };
   }
 }
 
@@ -685,8 +693,8 @@ interface SharedSpec {
 class PlannedPort implements ServiceObjects {
   readonly key: string;
   /** The last built elements, held weakly: reads within one sync build them once, and a collection frees them. */
-  #setElements: WeakRef<ReadonlyMap<string, readonly NftElement[]>> | undefined;
-  #elements: WeakRef<readonly MapElement[]> | undefined;
+  readonly #setElements = new WeakMemo<ReadonlyMap<string, readonly NftElement[]>>();
+  readonly #elements = new WeakMemo<readonly MapElement[]>();
 
   constructor(
     readonly port: ProxyServicePort,
@@ -700,19 +708,11 @@ class PlannedPort implements ServiceObjects {
   }
 
   get setElements(): ReadonlyMap<string, readonly NftElement[]> {
-    const have = this.#setElements?.deref();
-    if (have) return have;
-    const built = this.buildSetElements();
-    this.#setElements = new WeakRef(built);
-    return built;
+    return this.#setElements.get(() => this.buildSetElements());
   }
 
   get elements(): readonly MapElement[] {
-    const have = this.#elements?.deref();
-    if (have) return have;
-    const built = this.buildElements();
-    this.#elements = new WeakRef(built);
-    return built;
+    return this.#elements.get(() => this.buildElements());
   }
 
   private buildSetElements(): ReadonlyMap<string, readonly NftElement[]> {
@@ -957,9 +957,6 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   const slotAdds = new Map<string, NftElement[]>();
   const affected = new Set<string>();
   for (const b of sortedBuckets(next.slots.buckets.keys())) if (!prev.slots.buckets.has(b)) addSets.push(bucketSet(next.family, b)!);
-  // Elements are built when read (PlannedPort): each port's are read once here.
-  const prevMemo = new Map<string, readonly MapElement[]>();
-  const nextMemo = new Map<string, readonly MapElement[]>();
   for (const k of [...changed].sort()) {
     const p = prev.perService.get(k);
     const n = next.perService.get(k);
@@ -968,8 +965,6 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
     const nSlots = n?.setElements ?? new Map<string, readonly NftElement[]>();
     const pShared = p?.elements ?? [];
     const nShared = n?.elements ?? [];
-    if (p) prevMemo.set(k, pShared);
-    if (n) nextMemo.set(k, nShared);
     const pSets = new Map((p?.sets ?? []).map((s) => [s.name, s]));
     const nSets = new Map((n?.sets ?? []).map((s) => [s.name, s]));
     let setRecreated = false;
@@ -1025,8 +1020,8 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
     for (const me of nShared) affected.add(claimKey(me.map, me.element.key));
   }
   for (const ck of [...affected].sort()) {
-    const pe = prev.installed(ck, prevMemo);
-    const ne = next.installed(ck, nextMemo);
+    const pe = prev.installed(ck);
+    const ne = next.installed(ck);
     const same = !!pe && !!ne && sameElement(pe.element, ne.element);
     if (pe && !same) {
       const l = delElements.get(pe.map) ?? [];
