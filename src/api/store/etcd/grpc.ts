@@ -275,20 +275,20 @@ class Response {
   }
 
   /**
-   * How the call ended, as an error; undefined for status OK. `refusedMeansNotSent`: a stream
-   * reset with REFUSED_STREAM or lost above a GOAWAY's last id never reached the server.
+   * How the call ended, as an error; undefined for status OK. A stream reset with
+   * REFUSED_STREAM or lost above a GOAWAY's last id never reached the server (`notSent`).
    */
   outcome(ch: Channel, end: StreamEnd): GrpcError | undefined {
+    const status = this.status;
+    if (status && status.code !== Status.OK) return new GrpcError(status.code, status.details, { endpoint: ch.name });
     if (end.kind === 'lost') {
-      if (this.status && this.status.code !== Status.OK) return new GrpcError(this.status.code, this.status.details, { endpoint: ch.name });
       return new GrpcError(Status.UNAVAILABLE, end.refused ? `${ch.name}: ${end.error.message} (the request was not processed)` : `connection to ${ch.name} lost before the response: ${end.error.message}`, { notSent: end.refused, endpoint: ch.name, cause: end.error });
     }
     if (end.kind === 'reset') {
       return new GrpcError(statusFromRstCode(end.code), `stream reset by ${ch.name} (HTTP/2 error ${end.code})`, { notSent: end.refused, endpoint: ch.name });
     }
-    if (this.status && this.status.code !== Status.OK) return new GrpcError(this.status.code, this.status.details, { endpoint: ch.name });
     if (this.failure) return this.failure;
-    if (!this.status) return new GrpcError(Status.UNAVAILABLE, `stream from ${ch.name} ended without a grpc-status`, { endpoint: ch.name });
+    if (!status) return new GrpcError(Status.UNAVAILABLE, `stream from ${ch.name} ended without a grpc-status`, { endpoint: ch.name });
     return undefined;
   }
 }

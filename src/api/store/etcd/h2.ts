@@ -115,7 +115,6 @@ export class H2Stream {
   /** Its HEADERS left in a socket write (before that, a lost connection means never sent). */
   sent = false;
   closed = false;
-  gotHeaders = false;
 
   constructor(
     readonly session: H2Session,
@@ -528,7 +527,6 @@ export class H2Session {
     const fields = this.decoder.decode(block);
     const s = this.streams.get(sid);
     if (!s || s.remoteEnded) return;
-    s.gotHeaders = true;
     s.events.onHeaders(fields, end);
     if (end && !s.closed) this.remoteEnd(s);
   }
