@@ -214,12 +214,12 @@ export function nodeIn<A>(ns: NetNS, fn: (arg: A) => unknown, arg: A, opts: Exec
   return execa('nsenter', ['--net=' + ns.path, '--', process.execPath, '--input-type=module', '-e', script], { timeout: 60_000, ...opts });
 }
 
-/** Polls `check` until it returns true (or a value) within `ms`. */
 /** Thrown by a waitFor check when waiting longer cannot help (a process it waits on exited): waitFor rethrows it at once. */
 export class GiveUp extends Error {
   override name = 'GiveUp';
 }
 
+/** Polls `check` until it returns true (or a value) within `ms`; a GiveUp from it ends the wait at once. */
 export async function waitFor<T>(check: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
