@@ -14,6 +14,7 @@
  * PODNET_FUZZ_RUNS=20000 runs it longer; PODNET_FUZZ_SEED=<seed> replays a failure.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +63,9 @@ async function call(method: string, path: string, s: Send = {}): Promise<Reply> 
     body = s.chunked ? Readable.from([text.slice(0, text.length >> 1), text.slice(text.length >> 1)]) : text;
     if (s.contentType !== null) headers['content-type'] = s.contentType ?? 'application/json';
   }
+  // undici (like fetch and curl) resolves `.`/`..` segments before sending; Go clients (kubectl) send
+  // the path as written, so such paths go out through node:http, which does not touch them.
+  if (/(^|\/)(\.|%2e){1,2}(\/|$|\?)/i.test(path)) return callAsWritten(method, path, headers, typeof body === 'string' ? body : undefined);
   const res = await request(`http://localhost${path}`, { method: method as 'GET', headers, body, dispatcher: agent });
   const text = await res.body.text();
   let json: unknown;
@@ -71,6 +75,29 @@ async function call(method: string, path: string, s: Send = {}): Promise<Reply> 
     json = undefined;
   }
   return { status: res.statusCode, text, json, headers: res.headers };
+}
+
+function callAsWritten(method: string, path: string, headers: Record<string, string>, body: string | undefined): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    // (node:http sends a DELETE's body neither chunked nor with a length unless told.)
+    const req = httpRequest({ socketPath, path, method, headers: body !== undefined ? { ...headers, 'content-length': String(Buffer.byteLength(body)) } : headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, text, json, headers: res.headers });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 async function ok<T = KubeObject>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
@@ -385,6 +412,12 @@ const cases: BadCase[] = [
   { name: 'POST to discovery → 405', method: 'POST', path: '/api/v1', send: { body: {} }, status: 405, reason: 'MethodNotAllowed' },
   { name: 'a malformed %-escape in the path → 400, not a 500', method: 'GET', path: '/api/v1/namespaces/%E0%A4%A/pods', status: 400, reason: 'BadRequest' },
   { name: 'a malformed %-escape in an object name → 400', method: 'DELETE', path: '/api/v1/namespaces/default/pods/p%1', status: 400, reason: 'BadRequest' },
+  // The URL parser would resolve these: `/pods/.` is the collection, and a DELETE of it would delete every pod.
+  { name: "an object named '.' → 400, not a DELETE of the collection", method: 'DELETE', path: '/api/v1/namespaces/default/pods/.', status: 400, reason: 'BadRequest', message: /may not contain a '\.' segment/ },
+  { name: "an object named '.' with DeleteOptions → 400", method: 'DELETE', path: '/api/v1/namespaces/default/pods/.', send: { body: {} }, status: 400, reason: 'BadRequest' },
+  { name: "an object named '%2E' → 400", method: 'DELETE', path: '/api/v1/namespaces/default/pods/%2E', status: 400, reason: 'BadRequest' },
+  { name: "a '..' segment → 400, not the parent path", method: 'GET', path: '/api/v1/namespaces/default/pods/..', status: 400, reason: 'BadRequest', message: /'\.\.' segment/ },
+  { name: "a '.%2e' segment inside the path → 400", method: 'DELETE', path: '/api/v1/namespaces/kube-system/.%2e/default/pods', status: 400, reason: 'BadRequest' },
 
   // --- PATCH: content types and patch documents
   { name: 'PATCH as application/json → 415', method: 'PATCH', path: svc('web'), send: { body: { metadata: { labels: { a: 'b' } } }, contentType: 'application/json' }, status: 415, reason: 'UnsupportedMediaType', message: /application\/json-patch\+json/ },

@@ -129,11 +129,21 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: HandlerOp
 
 /** The request target as a URL; an absolute-form target that does not parse is a 400, not a thrown TypeError. */
 function requestURL(target: string | undefined): URL {
+  let url: URL;
   try {
-    return new URL(target ?? '/', 'http://podnet');
+    url = new URL(target ?? '/', 'http://podnet');
   } catch {
     throw errors.badRequest(`the request target ${JSON.stringify(target)} is not a valid URL`);
   }
+  // The URL parser resolves `.` and `..` segments (also as %2e): `/pods/.` would become the
+  // collection `/pods/` and a DELETE of one object a DELETE of all of them. A name may not be
+  // `.` or `..` (as kube-apiserver's path segment rule), so such a target is refused as written.
+  const rawPath = (target ?? '/').split(/[?#]/, 1)[0]!;
+  for (const seg of rawPath.split('/')) {
+    const dots = seg.replace(/%2e/gi, '.');
+    if (dots === '.' || dots === '..') throw errors.badRequest(`the request path ${JSON.stringify(rawPath)} may not contain a '${dots}' segment (a name may not be '.' or '..')`);
+  }
+  return url;
 }
 
 const TOKEN_REVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
