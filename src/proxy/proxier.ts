@@ -38,6 +38,18 @@ export const DEFAULT_FULL_SYNC_MS = 60 * 60_000;
 export const COLLECT_AFTER_PORTS = 200;
 /** At most one such collection per this interval (a stream of large syncs pays it once). */
 const COLLECT_EVERY_MS = 10_000;
+/**
+ * The collection waits until no change has come for this long and no sync is running: a
+ * full collection stops the event loop for tens of ms and takes a core the API and the
+ * other agents want during a burst, so it goes after the burst, not between its syncs.
+ */
+const COLLECT_QUIET_MS = 1000;
+/**
+ * kube-proxy's burstSyncs: the min sync period is a token bucket of two, so the first
+ * change after a quiet spell and the ones that arrive during its sync are both programmed
+ * at once; only a longer stream waits one period per sync.
+ */
+const BURST_SYNCS = 2;
 
 export interface ProxierOptions {
   sources: { services: ListerWatcher<Service>; slices: ListerWatcher<EndpointSlice> };
@@ -81,6 +93,8 @@ export class Proxier {
   private readonly seenTrigger = new Map<string, string>();
   private syncs = 0;
   private lastCollect = Number.NEGATIVE_INFINITY;
+  private lastChange = Number.NEGATIVE_INFINITY;
+  private syncing = false;
   private collectPending = false;
 
   constructor(private readonly o: ProxierOptions) {
@@ -94,6 +108,7 @@ export class Proxier {
       name: 'proxy',
       fn: () => this.sync(),
       minIntervalMs: o.minSyncMs,
+      burstRuns: BURST_SYNCS,
       maxIntervalMs: o.syncMs,
       retryMs: 500,
       onError: (e, retryInMs) => {
@@ -146,6 +161,7 @@ export class Proxier {
   }
 
   private touch(svc: string): void {
+    this.lastChange = performance.now();
     this.dirty.add(svc);
     this.o.metrics.pendingServiceChanges.set(this.dirty.size);
     this.o.metrics.pendingEndpointSliceChanges.set(this.dirtySlices);
@@ -153,6 +169,15 @@ export class Proxier {
   }
 
   private async sync(): Promise<void> {
+    this.syncing = true;
+    try {
+      await this.syncRules();
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  private async syncRules(): Promise<void> {
     if (!this.services.hasSynced() || !this.slices.hasSynced()) return;
     const t0 = performance.now();
     const now = this.clock();
@@ -237,18 +262,26 @@ export class Proxier {
     if (full || changed.size >= COLLECT_AFTER_PORTS) this.collectSoon();
   }
 
-  /** A full collection after this turn of the event loop (the sync's callers go first), at most every COLLECT_EVERY_MS. */
+  /**
+   * A full collection once the changes have stopped for COLLECT_QUIET_MS and no sync runs
+   * (never between the syncs of a burst), at most every COLLECT_EVERY_MS.
+   */
   private collectSoon(): void {
     if (this.collectPending || !fullGc) return;
-    const wait = Math.max(0, this.lastCollect + COLLECT_EVERY_MS - performance.now());
     this.collectPending = true;
-    const t = setTimeout(() => {
+    const attempt = (): void => {
+      const now = performance.now();
+      const wait = Math.max(this.lastCollect + COLLECT_EVERY_MS, this.lastChange + COLLECT_QUIET_MS) - now;
+      if (wait > 0 || this.syncing || this.dirty.size > 0) {
+        setTimeout(attempt, Math.max(wait, COLLECT_QUIET_MS / 4)).unref();
+        return;
+      }
       this.collectPending = false;
-      this.lastCollect = performance.now();
+      this.lastCollect = now;
       const r = collect();
       if (r) this.o.log.debug({ mode: this.o.mode.name, ms: r.ms, heapBeforeMB: r.beforeMB, heapAfterMB: r.afterMB }, 'heap collected after a large proxy sync');
-    }, wait);
-    t.unref();
+    };
+    setTimeout(attempt, 0).unref();
   }
 
   /** Network programming latency of the slices changed in this sync (full: every slice). */

@@ -83,6 +83,42 @@ describe('BoundedFrequencyRunner', () => {
     await r.stop();
   });
 
+  it('with burstRuns 2 (kube-proxy\'s burstSyncs) a quiet runner runs twice back to back, then once per minIntervalMs', async () => {
+    const s = syncFn();
+    const r = new BoundedFrequencyRunner({ name: 't', fn: s.fn, minIntervalMs: 1000, burstRuns: 2, maxIntervalMs: 60_000 });
+    r.start(); // token 1 of 2
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.runs).toBe(1);
+    r.run(); // token 2: at once
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.runs).toBe(2);
+    r.run(); // the bucket is empty: the next token comes 1000 ms after the first was taken
+    await vi.advanceTimersByTimeAsync(990);
+    expect(s.runs).toBe(2);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(s.runs).toBe(3);
+    r.run(); // and the one after that another 1000 ms on: the average rate stays one per interval
+    await vi.advanceTimersByTimeAsync(999);
+    expect(s.runs).toBe(3);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(s.runs).toBe(4);
+    // A quiet spell of two intervals fills the bucket again: two runs at once.
+    await vi.advanceTimersByTimeAsync(2000);
+    r.run();
+    await vi.advanceTimersByTimeAsync(0);
+    r.run();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.runs).toBe(6);
+    r.run();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(s.runs).toBe(6);
+    await r.stop();
+  });
+
+  it('refuses a burstRuns that is not a positive integer', () => {
+    expect(() => new BoundedFrequencyRunner({ name: 't', fn: async () => undefined, burstRuns: 0, maxIntervalMs: 1000 })).toThrow(/burstRuns must be an integer >= 1/);
+  });
+
   it('retries a failed run with a doubling backoff capped at maxIntervalMs, and reports each failure', async () => {
     const s = syncFn();
     s.fail = 4;
