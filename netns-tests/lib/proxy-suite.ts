@@ -422,6 +422,22 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       if (!t.passing()) await diag(t, diagNodes);
     });
 
+  /** What the kernel holds for flows to `host`, on the source's node and in the source: when a real probe went unanswered. */
+  const flowDiag = async (t: Test, from: From, host: string) => {
+    const node = /\((n\d)\)/.exec(from.what)?.[1] ?? (/^node (n\d)/.exec(from.what)?.[1] ?? 'n1');
+    const nodePath = nodeOf(node).netns.path;
+    const run = async (path: string, cmd: string, args: string[]) => {
+      const r = await inNs(path, cmd, args).catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
+      return `${String(r.stdout)}${String(r.stderr)}`.trim();
+    };
+    const hostHex = host.includes(':') ? undefined : host.split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join('').toUpperCase();
+    const conns = (await run(nodePath, 'cat', ['/proc/net/ip_vs_conn'])).split('\n').filter((l, i) => i === 0 || !hostHex || l.includes(hostHex));
+    t.comment(`--- flow to ${host} from ${from.what}: ${node} conntrack\n${(await run(nodePath, 'conntrack', ['-L', '-d', host])).slice(0, 3000)}`);
+    t.comment(`--- ${node} /proc/net/ip_vs_conn (to ${host})\n${conns.join('\n').slice(0, 3000)}`);
+    t.comment(`--- ${node} bridge-nf-call-iptables ${await run(nodePath, 'sysctl', ['-n', 'net.bridge.bridge-nf-call-iptables'])}; neighbours of the source\n${await run(from.path, 'ip', ['neigh'])}`);
+    t.comment(`--- ${node} conntrack stats\n${await run(nodePath, 'conntrack', ['-S'])}`);
+  };
+
   // ---- API helpers
   const call = api.call.bind(api);
   const getPod = async (name: string) => (await call<Pod>('GET', `/api/v1/namespaces/default/pods/${name}`)).body;
@@ -906,6 +922,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       // The real connection agrees: delivered ⇔ an endpoint answered (from one of the traced pods).
       if (c.verdict === 'Delivered') t.ok(answered && (c.pods ?? []).includes(answered.pod), `${c.what}: the real ${c.proto} connection reached ${answered?.pod ?? real[0]?.err}`);
       else t.notOk(answered, `${c.what}: the real ${c.proto} connection did not reach an endpoint (${real[0]?.err ?? real[0]?.reply})`);
+      if (c.verdict === 'Delivered' && !answered) await flowDiag(t, c.from_, c.host);
       if (c.verdict === 'Rejected') {
         t.equal(real[0]?.err, 'ECONNREFUSED', `${c.what}: the real connection was refused`);
         t.ok(result.verdict?.at, `${c.what}: the verdict names the rule: ${result.verdict?.at}`);
