@@ -16,6 +16,7 @@ import { TokenAuthenticator, nodeNameOf, isAdmin } from './api/server/auth.js';
 import { parseKubeconfig } from './client/kubeconfig.js';
 import { agentCommand } from './cli/agent.js';
 import { apiCommand } from './cli/api.js';
+import { AGENT_NODE_OPTIONS } from './agent/node-options.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const pkg = (...p: string[]) => join(root, 'packaging', ...p);
@@ -100,6 +101,12 @@ describe('packaging/systemd', () => {
     expect(words(u, 'Install', 'WantedBy')).toEqual(['multi-user.target']);
     // No RuntimeDirectory: systemd would delete /run/podnet (the agent's CNI socket) at every stop.
     expect(u.Service?.RuntimeDirectory).toBeUndefined();
+  });
+
+  it('the agent unit runs node with the options the demo, tests and benchmarks use (src/agent/node-options.ts)', () => {
+    const env = unit('podnet-agent.service').Service?.Environment ?? [];
+    const opts = env.filter((e) => e.startsWith('NODE_OPTIONS='));
+    expect(opts).toEqual([`NODE_OPTIONS=${AGENT_NODE_OPTIONS.join(' ')}`]);
   });
 
   it('the agent unit leaves pause processes (every pod\'s sandbox) alone on stop, restart and upgrade', () => {
@@ -259,6 +266,6 @@ describe('docs/operations.md', () => {
   it('names the settings the units actually have', () => {
     const agent = unit('podnet-agent.service');
     for (const k of ['KillMode', 'TasksMax', 'OOMScoreAdjust', 'TimeoutStopSec', 'RestartForceExitStatus']) expect(page, k).toContain(`${k}=${last(agent, 'Service', k)}`);
-    expect(page).toContain(`Environment=${last(agent, 'Service', 'Environment')}`);
+    for (const e of agent.Service?.Environment ?? []) expect(page).toContain(`Environment=${e}`);
   });
 });

@@ -17,6 +17,7 @@ import { buildCluster } from './cluster.js';
 import type { VNode, VirtualCluster } from './cluster.js';
 import { runPrefix, testTempDir } from './harness.js';
 import type { Scope } from './harness.js';
+import { AGENT_NODE_OPTIONS } from '../../src/agent/node-options.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -50,6 +51,7 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
   const netnsPrefix = `${runPrefix()}-${node.name}-`;
   const cniSocket = join(dir, 'cni.sock');
   const args = [
+    ...AGENT_NODE_OPTIONS,
     ...(opts.nodeArgs ?? []),
     CLI, 'agent',
     '--server', api.url,

@@ -167,7 +167,10 @@ function parseArgs(argv: string[]): Opts {
   };
 }
 
-/** Options for node in each agent (profiling: PODNET_BENCH_AGENT_NODE_ARGS="--prof"), space-separated. */
+/**
+ * More options for node in each agent (profiling: PODNET_BENCH_AGENT_NODE_ARGS="--prof"),
+ * space-separated, after the shipped ones (src/agent/node-options.ts, which startAgent adds).
+ */
 const AGENT_NODE_ARGS = (process.env.PODNET_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 const T0 = Date.now();
@@ -594,6 +597,16 @@ function heapMB(metrics: string): { used: number; total: number; external: numbe
   return { used: v('nodejs_heap_size_used_bytes'), total: v('nodejs_heap_size_total_bytes'), external: v('nodejs_external_memory_bytes') };
 }
 
+/** V8's committed heap by space (new, old, large objects...), MB, as `new 8.4 old 101 ...`. */
+function heapSpacesMB(metrics: string): string {
+  const out: string[] = [];
+  for (const m of metrics.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)) {
+    const mb = Number(m[2]) / 1e6;
+    if (mb >= 1) out.push(`${m[1]!.replace(/_space$/, '')} ${round(mb)}`);
+  }
+  return out.join(' ');
+}
+
 function procStatusMB(pid: number): { hwm: number; rss: number; anon: number; file: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
@@ -709,8 +722,9 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
     await new Promise((r) => setTimeout(r, 15_000));
     const idleMem = agents.map((a) => procStatusMB(a.proc.pid!));
     const idleRss = idleMem.map((m) => m.rss);
-    const idleHeap = await Promise.all(c.nodes.map(async (n) => heapMB(await scrape(n))));
-    log(`  15 s later, idle: VmRSS ${idleRss.map((m) => round(m)).join(' / ')} MB (anonymous / file-backed ${idleMem.map((m) => `${round(m.anon)}/${round(m.file)}`).join(', ')}); JS heap used / committed ${idleHeap.map((h) => `${round(h.used)}/${round(h.total)}`).join(', ')} MB`);
+    const idleMetrics = await Promise.all(c.nodes.map((n) => scrape(n)));
+    const idleHeap = idleMetrics.map(heapMB);
+    log(`  15 s later, idle: VmRSS ${idleRss.map((m) => round(m)).join(' / ')} MB (anonymous / file-backed ${idleMem.map((m) => `${round(m.anon)}/${round(m.file)}`).join(', ')}); JS heap used / committed ${idleHeap.map((h) => `${round(h.used)}/${round(h.total)}`).join(', ')} MB; committed by space ${idleMetrics.map(heapSpacesMB).join('; ')}`);
     return {
       mode,
       size,

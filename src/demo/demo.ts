@@ -26,6 +26,7 @@ import { NetNS, Netlink } from '../kernel/index.js';
 import { setSysctl } from '../kernel/sysctl.js';
 import { podNetnsName } from '../pods/names.js';
 import { ErrorCodes, PodnetError } from '../util/errors.js';
+import { AGENT_NODE_OPTIONS } from '../agent/node-options.js';
 
 export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -211,7 +212,7 @@ export async function demoUp(o: DemoOptions): Promise<{ tookMs: number; traceExi
           detached(
             `agent ${n.name}`,
             'nsenter',
-            [`--net=/run/netns/${o.prefix}-${n.name}`, '--', process.execPath, CLI, 'agent', '--server', `unix://${paths.socket}`, '--token', nodeTokens[n.name]!, '--node-name', n.name, '--node-ip', n.ip, '--cluster-cidr', '10.244.0.0/16', '--state-dir', stateDir, '--netns-prefix', netnsPrefix, '--cni-socket', join(stateDir, 'cni.sock'), '--backend', o.backend, '--proxy-mode', o.proxyMode, '--proxy-min-sync-period', '0s'],
+            [`--net=/run/netns/${o.prefix}-${n.name}`, '--', process.execPath, ...AGENT_NODE_OPTIONS, CLI, 'agent', '--server', `unix://${paths.socket}`, '--token', nodeTokens[n.name]!, '--node-name', n.name, '--node-ip', n.ip, '--cluster-cidr', '10.244.0.0/16', '--state-dir', stateDir, '--netns-prefix', netnsPrefix, '--cni-socket', join(stateDir, 'cni.sock'), '--backend', o.backend, '--proxy-mode', o.proxyMode, '--proxy-min-sync-period', '0s'],
             join(paths.dir, `agent-${n.name}.log`),
           ),
         );

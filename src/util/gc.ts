@@ -9,8 +9,15 @@
  * `gc` is V8's own function, exposed the way the `expose-gc` package does it (the flag set at
  * runtime, the function taken from a fresh context), so operators need no node option.
  * Undefined where that does not work.
+ *
+ * A plain full collection frees the garbage but leaves the old generation's pages where
+ * they are: pages with a few live objects each stay committed. So this collection also
+ * compacts — V8's `--compact-on-every-full-gc`, which it reads when a collection starts, is
+ * set for this one collection only (V8's own collections keep their cheaper choice).
+ * Measured at 10,000 Services × 10 endpoints (nftables agent, 15 s after a burst): old space
+ * committed 143–163 MB for ~110 MB live without it.
  */
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 function load(): (() => void) | undefined {
@@ -27,12 +34,19 @@ function load(): (() => void) | undefined {
 
 export const fullGc: (() => void) | undefined = load();
 
-/** Runs a full collection; returns how long it took and the heap in use before and after (MB), or undefined without `gc`. */
-export function collect(): { ms: number; beforeMB: number; afterMB: number } | undefined {
+/** Runs a full, compacting collection; returns how long it took and the heap in use and committed before and after (MB), or undefined without `gc`. */
+export function collect(): { ms: number; beforeMB: number; afterMB: number; committedBeforeMB: number; committedAfterMB: number } | undefined {
   if (!fullGc) return undefined;
-  const before = process.memoryUsage().heapUsed;
+  const mb = (n: number) => Math.round(n / 1e5) / 10;
+  const before = getHeapStatistics();
   const t0 = performance.now();
-  fullGc();
+  setFlagsFromString('--compact-on-every-full-gc');
+  try {
+    fullGc();
+  } finally {
+    setFlagsFromString('--no-compact-on-every-full-gc');
+  }
   const ms = performance.now() - t0;
-  return { ms: Math.round(ms * 10) / 10, beforeMB: Math.round(before / 1e5) / 10, afterMB: Math.round(process.memoryUsage().heapUsed / 1e5) / 10 };
+  const after = getHeapStatistics();
+  return { ms: Math.round(ms * 10) / 10, beforeMB: mb(before.used_heap_size), afterMB: mb(after.used_heap_size), committedBeforeMB: mb(before.total_heap_size), committedAfterMB: mb(after.total_heap_size) };
 }
