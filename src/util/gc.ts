@@ -40,6 +40,11 @@ export function collect(): { ms: number; beforeMB: number; afterMB: number; comm
   const mb = (n: number) => Math.round(n / 1e5) / 10;
   const before = getHeapStatistics();
   const t0 = performance.now();
+  // First a plain collection: it frees the garbage, and pages left empty go back to the OS.
+  // Compacting at once would evacuate the live objects into new pages while all the garbage
+  // is still mapped: the process's peak RSS grows by the live set (measured at 10k: VmHWM
+  // 455–503 MB against 357–426 without compaction).
+  fullGc();
   setFlagsFromString('--compact-on-every-full-gc');
   try {
     fullGc();
