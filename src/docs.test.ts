@@ -7,6 +7,7 @@
  * - relative links in the pages lead to files that exist;
  * - packaging/prometheus/podnet-scrape.yml parses and scrapes what the page says.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,6 +88,9 @@ const OTHER_COMMANDS: Record<string, string> = {
   '--event-ttl': 'src/cli/api.ts', // podnet api: how long the transport's Events stay
 };
 
+/** V8 options the pages name (how the agent's node runs: src/agent/node-options.ts, src/util/gc.ts), checked against `node --v8-options`. */
+const V8_OPTIONS = ['--max-semi-space-size', '--compact-on-every-full-gc'];
+
 const PAGES = ['docs/proxy.md', 'docs/transports.md', 'docs/cni.md', 'docs/api.md', 'docs/metrics.md'];
 
 describe('docs/metrics.md', () => {
@@ -124,10 +128,15 @@ describe('flags in docs/proxy.md and docs/transports.md', () => {
     it(`${page}: every --flag is the agent's or listed with its command`, () => {
       const flags = flagsIn(read(page));
       expect(flags.size).toBeGreaterThan(0);
-      const unknown = [...flags].filter((f) => !agent.has(f) && !OTHER_COMMANDS[f]);
+      const unknown = [...flags].filter((f) => !agent.has(f) && !OTHER_COMMANDS[f] && !V8_OPTIONS.includes(f));
       expect(unknown, `${page} mentions flags podnet agent does not have`).toEqual([]);
     });
   }
+
+  it('the V8 options the pages name are V8\'s', () => {
+    const v8 = execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8' });
+    for (const o of V8_OPTIONS) expect(v8, o).toMatch(new RegExp(`^\\s+${o} \\(`, 'm'));
+  });
 
   it('the other commands really have the listed flags', () => {
     for (const [flag, file] of Object.entries(OTHER_COMMANDS)) expect(definedFlags(file).has(flag), `${flag} in ${file}`).toBe(true);
