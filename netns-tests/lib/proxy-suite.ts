@@ -424,7 +424,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
 
   /** What the kernel holds for flows to `host`, on the source's node and in the source: when a real probe went unanswered. */
   const flowDiag = async (t: Test, from: From, host: string) => {
-    const node = /\((n\d)\)/.exec(from.what)?.[1] ?? (/^node (n\d)/.exec(from.what)?.[1] ?? 'n1');
+    const node = from.node ?? 'n1'; // the outside client: the first node it reaches
     const nodePath = nodeOf(node).netns.path;
     const run = async (path: string, cmd: string, args: string[]) => {
       const r = await inNs(path, cmd, args).catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
@@ -463,16 +463,16 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   const nodePort = (svc: string, portName: string) => svcs.get(svc)!.spec!.ports!.find((p) => p.name === portName)!.nodePort!;
 
   // ---- namespaces of pods, and the clients
-  const podNs = (pod: string) => {
-    const node = SERVERS[pod]?.[0] ?? CLIENTS[pod]!;
-    return `/run/netns/${podNetnsName(agentOf(node).netnsPrefix, 'default', pod)}`;
-  };
+  const podNode = (pod: string) => SERVERS[pod]?.[0] ?? CLIENTS[pod]!;
+  const podNs = (pod: string) => `/run/netns/${podNetnsName(agentOf(podNode(pod)).netnsPrefix, 'default', pod)}`;
   interface From {
     what: string;
     path: string;
+    /** The node the traffic starts on (none for the outside client). */
+    node?: string;
   }
-  const fromPod = (pod: string): From => ({ what: `pod ${pod} (${SERVERS[pod]?.[0] ?? CLIENTS[pod]})`, path: podNs(pod) });
-  const fromNode = (node: string): From => ({ what: `node ${node}`, path: nodeOf(node).netns.path });
+  const fromPod = (pod: string): From => ({ what: `pod ${pod} (${podNode(pod)})`, path: podNs(pod), node: podNode(pod) });
+  const fromNode = (node: string): From => ({ what: `node ${node}`, path: nodeOf(node).netns.path, node });
   const fromClient: From = { what: 'the outside client', path: client.netns.path };
   const nodeAddrs = async (node: string) =>
     new Set(

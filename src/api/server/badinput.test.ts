@@ -68,13 +68,15 @@ async function call(method: string, path: string, s: Send = {}): Promise<Reply> 
   if (/(^|\/)(\.|%2e){1,2}(\/|$|\?)/i.test(path)) return callAsWritten(method, path, headers, typeof body === 'string' ? body : undefined);
   const res = await request(`http://localhost${path}`, { method: method as 'GET', headers, body, dispatcher: agent });
   const text = await res.body.text();
-  let json: unknown;
+  return { status: res.statusCode, text, json: jsonOrUndefined(text), headers: res.headers };
+}
+
+function jsonOrUndefined(text: string): unknown {
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch {
-    json = undefined;
+    return undefined;
   }
-  return { status: res.statusCode, text, json, headers: res.headers };
 }
 
 function callAsWritten(method: string, path: string, headers: Record<string, string>, body: string | undefined): Promise<Reply> {
@@ -85,13 +87,7 @@ function callAsWritten(method: string, path: string, headers: Record<string, str
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, text, json, headers: res.headers });
+        resolve({ status: res.statusCode ?? 0, text, json: jsonOrUndefined(text), headers: res.headers });
       });
       res.on('error', reject);
     });
