@@ -7,7 +7,9 @@ import { FakeApiServer } from '../client/testing/fake-apiserver.js';
 import type { ConntrackFilter } from '../kernel/conntrack.js';
 import { silentLogger } from '../util/log.js';
 import { ProxyMetrics } from './metrics.js';
+import type { HealthCheckService, ServiceHealthServer } from './healthcheck.js';
 import { Proxier, TRIGGER_TIME_ANNOTATION } from './proxier.js';
+import type { ProxierOptions } from './proxier.js';
 import type { ProxyMode, ProxySnapshot, SyncResult } from './types.js';
 
 class FakeMode implements ProxyMode {
@@ -56,7 +58,7 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = {}, syncMs = 60_000, fullSyncMs = 3_600_000): Promise<Env> {
+async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = {}, syncMs = 60_000, fullSyncMs = 3_600_000, more: Partial<ProxierOptions> = {}): Promise<Env> {
   const s = await FakeApiServer.start();
   for (const x of seed.services ?? []) s.put(RESOURCES.services, x);
   for (const x of seed.slices ?? []) s.put(RESOURCES.endpointslices, x);
@@ -78,6 +80,7 @@ async function setup(seed: { services?: Service[]; slices?: EndpointSlice[] } = 
       conntrack.push(f);
       return 1;
     },
+    ...more,
   });
   const ac = new AbortController();
   const running = proxier.run(ac.signal);
@@ -108,6 +111,37 @@ const until = async (pred: () => boolean, what: string) => {
 };
 
 describe('Proxier', () => {
+  it('keeps the endpoint count and the health check ports right through partial, failed and full syncs', async () => {
+    const updates: Map<number, HealthCheckService>[] = [];
+    const health = { update: async (m: ReadonlyMap<number, HealthCheckService>) => void updates.push(new Map(m)) } as unknown as ServiceHealthServer;
+    const lb = svc('lb', { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 30999, clusterIP: '10.96.0.11', clusterIPs: ['10.96.0.11'], ports: [{ name: 'http', port: 80, protocol: 'TCP', nodePort: 30080 }] });
+    const lbSlice = (local: number, other: number): EndpointSlice => {
+      const sl = slice('lb-1', 'lb', [...Array.from({ length: local }, (_, i) => `10.244.1.${20 + i}`), ...Array.from({ length: other }, (_, i) => `10.244.2.${20 + i}`)]);
+      return { ...sl, endpoints: sl.endpoints.map((ep, i) => ({ ...ep, nodeName: i < local ? 'n1' : 'n2' })) };
+    };
+    const e = await setup({ services: [svc('a'), lb], slices: [slice('a-1', 'a', ['10.244.1.5', '10.244.1.6']), lbSlice(1, 2)] }, 60_000, 3_600_000, { health });
+    const gauge = async () => Number(/^podnet_proxy_endpoints\{family="IPv4"\} (\d+)/m.exec(await e.registry.metrics())?.[1]);
+    const lastHealth = () => [...(updates.at(-1) ?? new Map<number, HealthCheckService>())].map(([port, h]) => `${port} ${h.namespace}/${h.name} ${h.localEndpoints}`);
+    await until(() => e.mode.calls.length >= 1, 'first sync');
+    expect(await gauge()).toBe(5);
+    expect(lastHealth()).toEqual(['30999 default/lb 1']);
+    e.s.put(RESOURCES.endpointslices, slice('a-1', 'a', ['10.244.1.5', '10.244.1.6', '10.244.1.7']));
+    await until(() => e.mode.calls.length >= 2, 'a partial sync');
+    expect(e.mode.calls[1]!.changed).toEqual(['default/a:http']);
+    expect(await gauge()).toBe(6);
+    // A failed partial sync puts the model back; the full retry counts from it.
+    e.mode.failNext = true;
+    e.s.put(RESOURCES.endpointslices, lbSlice(2, 0));
+    await until(() => e.mode.calls.length >= 3, 'the full retry');
+    expect(e.mode.calls[2]!.changed).toBeUndefined();
+    expect(await gauge()).toBe(5);
+    expect(lastHealth()).toEqual(['30999 default/lb 2']);
+    e.s.remove(RESOURCES.services, 'default', 'lb');
+    await until(() => e.mode.calls.length >= 4, 'the sync after the delete');
+    expect(await gauge()).toBe(3);
+    expect(lastHealth()).toEqual([]);
+  });
+
   it('syncs fully once both initial lists arrived, then partially with only the changed ports', async () => {
     const e = await setup({ services: [svc('a'), svc('b', { clusterIP: '10.96.0.11', clusterIPs: ['10.96.0.11'] })], slices: [slice('a-1', 'a', ['10.244.1.5'])] });
     await until(() => e.mode.calls.length >= 1, 'first sync');

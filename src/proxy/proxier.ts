@@ -75,6 +75,29 @@ interface FamilyState {
   ports: Map<string, ProxyServicePort>;
   /** Service (`ns/name`) -> its port keys in this family. */
   byService: Map<string, string[]>;
+  /** Endpoints over all ports (kept as ports change: a partial sync stays O(changed)). */
+  endpoints: number;
+  /** The ports with a healthCheckNodePort, by key (few: eTP Local LoadBalancers and NodePorts). */
+  health: Map<string, ProxyServicePort>;
+}
+
+/** Sets (p) or deletes (undefined) port k in f, keeping its counts, and records how to undo it. */
+function putPort(f: FamilyState, k: string, p: ProxyServicePort | undefined, undo: (() => void)[]): void {
+  const old = f.ports.get(k);
+  if (old === p) return;
+  f.endpoints += (p?.endpoints.length ?? 0) - (old?.endpoints.length ?? 0);
+  const oldHealth = f.health.get(k);
+  if (p?.healthCheckNodePort) f.health.set(k, p);
+  else f.health.delete(k);
+  if (p) f.ports.set(k, p);
+  else f.ports.delete(k);
+  undo.push(() => {
+    f.endpoints += (old?.endpoints.length ?? 0) - (p?.endpoints.length ?? 0);
+    if (oldHealth) f.health.set(k, oldHealth);
+    else f.health.delete(k);
+    if (old) f.ports.set(k, old);
+    else f.ports.delete(k);
+  });
 }
 
 export class Proxier {
@@ -99,7 +122,7 @@ export class Proxier {
 
   constructor(private readonly o: ProxierOptions) {
     this.clock = o.clock ?? Date.now;
-    this.families = o.nodes.map((node) => ({ node, ports: new Map(), byService: new Map() }));
+    this.families = o.nodes.map((node) => ({ node, ports: new Map(), byService: new Map(), endpoints: 0, health: new Map() }));
     const onError = (resource: string) => (err: unknown, info: { phase: string; delayMs: number }) => o.log.warn({ resource, phase: info.phase, retryInMs: info.delayMs, err: formatError(err) }, 'proxy informer error');
     this.services = new Informer<Service>({ source: o.sources.services, onError: onError('services') });
     this.slices = new Informer<EndpointSlice>({ source: o.sources.slices, onError: onError('endpointslices') });
@@ -206,8 +229,7 @@ export class Proxier {
             if (nextKeys.has(k)) continue;
             const old = f.ports.get(k);
             if (old) for (const e of old.endpoints) removedEndpoints.push({ port: old, ip: e.ip, epPort: e.port });
-            if (old) undo.push(() => f.ports.set(k, old));
-            f.ports.delete(k);
+            putPort(f, k, undefined, undo);
             changed.add(k);
             keysChanged = true;
           }
@@ -221,8 +243,7 @@ export class Proxier {
               for (const e of old.endpoints) if (!still.has(`${e.ip}/${e.port}`)) removedEndpoints.push({ port: old, ip: e.ip, epPort: e.port });
               if (!old.hasEndpoints && p.hasEndpoints) fromNone.push(p);
             } else if (p.hasEndpoints && this.syncs > 0) fromNone.push(p);
-            undo.push(old ? () => f.ports.set(p.key, old) : () => f.ports.delete(p.key));
-            f.ports.set(p.key, p);
+            putPort(f, p.key, p, undo);
           }
           const oldEntry = f.byService.get(svc);
           undo.push(oldEntry ? () => f.byService.set(svc, oldEntry) : () => f.byService.delete(svc));
@@ -232,15 +253,14 @@ export class Proxier {
         // Keep ports sorted by key (modes iterate in this order): only needed when keys came or went.
         if (keysChanged) sortByKey(f.ports);
       }
+      const t1 = performance.now();
       const result = await this.o.mode.sync(this.snapshots(), full ? undefined : changed);
       const seconds = (performance.now() - t0) / 1000;
       this.o.metrics.syncDuration.observe({ mode: this.o.mode.name, kind: full ? 'full' : 'partial' }, seconds);
       this.o.metrics.lastSync.set({ mode: this.o.mode.name }, Date.now() / 1000);
       for (const f of this.families) {
         this.o.metrics.servicePorts.set({ family: `IPv${f.node.family}` }, f.ports.size);
-        let n = 0;
-        for (const p of f.ports.values()) n += p.endpoints.length;
-        this.o.metrics.endpoints.set({ family: `IPv${f.node.family}` }, n);
+        this.o.metrics.endpoints.set({ family: `IPv${f.node.family}` }, f.endpoints);
       }
       if (full) {
         this.needFull = false;
@@ -249,7 +269,7 @@ export class Proxier {
       this.synced = true;
       this.syncs++;
       const level = full || changed.size > 0 ? 'info' : 'debug';
-      this.o.log[level]({ mode: this.o.mode.name, kind: full ? 'full' : 'partial', servicePorts: this.families.reduce((n, f) => n + f.ports.size, 0), changed: changed.size, written: result.servicesWritten, removed: result.servicesRemoved, ms: Math.round(seconds * 10000) / 10 }, 'proxy rules synced');
+      this.o.log[level]({ mode: this.o.mode.name, kind: full ? 'full' : 'partial', servicePorts: this.families.reduce((n, f) => n + f.ports.size, 0), changed: changed.size, written: result.servicesWritten, removed: result.servicesRemoved, ms: Math.round(seconds * 10000) / 10, modelMs: Math.round((t1 - t0) * 100) / 100 }, 'proxy rules synced');
     } catch (e) {
       for (const u of undo.reverse()) u();
       for (const f of this.families) sortByKey(f.ports);
@@ -310,8 +330,7 @@ export class Proxier {
     if (this.o.health) {
       const byPort = new Map<number, HealthCheckService>();
       for (const f of this.families) {
-        for (const p of f.ports.values()) {
-          if (!p.healthCheckNodePort) continue;
+        for (const p of f.health.values()) {
           const have = byPort.get(p.healthCheckNodePort);
           const local = p.endpoints.filter((e) => e.isLocal && e.ready).length;
           if (have) have.localEndpoints = Math.max(have.localEndpoints, local);
