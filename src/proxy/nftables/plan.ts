@@ -795,13 +795,16 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
       if (old && now && sameObjects(old, now)) now = old; // e.g. a change in the other family only
       svc.set(k, now);
       for (const id of old?.slotIds ?? []) if (!now?.slotIds.includes(id)) released.push(id);
-      for (const me of old?.elements ?? []) {
-        const ck = claimKey(me.map, me.element.key);
-        const rest = claimOf(ck).filter((x) => x !== k);
-        claims.set(ck, asClaim(rest));
+      // Only the keys it stops or starts wanting change hands (an endpoint change: its two
+      // hairpin keys, not the service's other ten): the claims map's next version stays small.
+      const had = new Set((old?.elements ?? []).map((me) => claimKey(me.map, me.element.key)));
+      const wants = new Set((now?.elements ?? []).map((me) => claimKey(me.map, me.element.key)));
+      for (const ck of had) {
+        if (wants.has(ck)) continue;
+        claims.set(ck, asClaim(claimOf(ck).filter((x) => x !== k)));
       }
-      for (const me of now?.elements ?? []) {
-        const ck = claimKey(me.map, me.element.key);
+      for (const ck of wants) {
+        if (had.has(ck)) continue;
         claims.set(ck, asClaim(insertSorted(claimOf(ck), k)));
       }
     }
@@ -956,7 +959,8 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   const slotDeletes = new Map<string, string[][]>();
   const slotAdds = new Map<string, NftElement[]>();
   const affected = new Set<string>();
-  for (const b of sortedBuckets(next.slots.buckets.keys())) if (!prev.slots.buckets.has(b)) addSets.push(bucketSet(next.family, b)!);
+  // Bucket maps only come in a partial sync (a full one removes them): none new, none to look at.
+  if (next.slots.buckets.size !== prev.slots.buckets.size) for (const b of sortedBuckets(next.slots.buckets.keys())) if (!prev.slots.buckets.has(b)) addSets.push(bucketSet(next.family, b)!);
   for (const k of [...changed].sort()) {
     const p = prev.perService.get(k);
     const n = next.perService.get(k);

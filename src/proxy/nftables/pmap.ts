@@ -6,8 +6,11 @@
  * next one (a failed apply keeps the old state, and the next sync is full from it).
  *
  * Layout: a base Map shared by every version derived from it, plus a small overlay of
- * changed keys (copied per version). When the overlay grows past a fraction of the base
- * it is folded into a new base (O(n), amortised over the versions that led there).
+ * changed keys (copied per version). When the overlay grows past about √(2n) keys it is
+ * folded into a new base: a version then costs O(changes + √n) amortised (overlay copies
+ * of up to √(2n) keys, and an O(n) fold every √(2n) changed keys), the least this layout
+ * allows — at 10,000 keys ~140 keys copied per one-key change instead of ~330 with a
+ * fold at n/16.
  */
 
 const GONE: unique symbol = Symbol('gone');
@@ -56,7 +59,7 @@ export class PMap<V> implements ReadonlyMap<string, V> {
         over.set(k, v);
       }
     }
-    if (over.size > 64 && over.size * 16 > this.#base.size) {
+    if (over.size > 32 && over.size * over.size > 2 * this.#base.size) {
       const m = new Map(this.#base);
       for (const [k, v] of over) {
         if (v === GONE) m.delete(k);
