@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { NetNS } from '../../src/kernel/index.js';
 import type { ApiProcess, ApiProcessOptions } from './api.js';
-import { nodeToken, startApi } from './api.js';
+import { nodeToken, startApi, stopSignal } from './api.js';
 import { buildCluster } from './cluster.js';
 import type { VNode, VirtualCluster } from './cluster.js';
 import { runPrefix, testTempDir } from './harness.js';
@@ -99,7 +99,7 @@ export async function startAgent(scope: Scope, node: VNode, api: ApiProcess, opt
   };
   await agent.restart();
   scope.defer(async () => {
-    await agent.kill('SIGKILL');
+    await agent.kill(stopSignal(opts.nodeArgs));
     // What the agent made on its node: sandboxes (pause processes), links, rules, state.
     await execa('nsenter', ['--net=' + node.netns.path, '--', process.execPath, CLI, 'cleanup', '--node-name', node.name, '--state-dir', stateDir, '--netns-prefix', netnsPrefix], { reject: false, timeout: 20_000 });
     for (const n of NetNS.list()) if (n.startsWith(netnsPrefix)) removeNetnsHard(n);

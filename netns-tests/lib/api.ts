@@ -52,6 +52,9 @@ export interface ApiProcessOptions {
   nodeArgs?: string[];
 }
 
+/** SIGKILL, but a profiled process writes its profile only when it exits by itself: SIGTERM then. */
+export const stopSignal = (nodeArgs: readonly string[] | undefined): NodeJS.Signals => (nodeArgs?.some((a) => a.startsWith('--cpu-prof') || a.startsWith('--heap-prof')) ? 'SIGTERM' : 'SIGKILL');
+
 export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess> {
   const dir = testTempDir('api');
   const dataDir = join(dir, 'data');
@@ -126,7 +129,7 @@ export async function startApi(opts: ApiProcessOptions = {}): Promise<ApiProcess
       return { status: r.statusCode, body: parsed as T };
     },
     async cleanup() {
-      await api.kill('SIGKILL');
+      await api.kill(stopSignal(opts.nodeArgs));
       await dispatcher?.close();
       certs?.cleanup();
       rmSync(dir, { recursive: true, force: true });

@@ -172,6 +172,8 @@ function parseArgs(argv: string[]): Opts {
  * space-separated, after the shipped ones (src/agent/node-options.ts, which startAgent adds).
  */
 const AGENT_NODE_ARGS = (process.env.PODNET_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** The same for the API server (PODNET_BENCH_API_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p"). */
+const API_NODE_ARGS = (process.env.PODNET_BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 const T0 = Date.now();
 const log = (msg: string) => process.stderr.write(`proxy bench [${((Date.now() - T0) / 1000).toFixed(1).padStart(6)} s]: ${msg}\n`);
@@ -533,7 +535,7 @@ class AgentCluster {
     await dropUplink();
     await cluster.attachSelf('198.18.0.100');
     this.nodes = cluster.nodes;
-    this.api = await startApi({ host: '198.18.0.100', nodes: names, extraArgs: ['--disable-controllers', 'endpointslice'] });
+    this.api = await startApi({ host: '198.18.0.100', nodes: names, extraArgs: ['--disable-controllers', 'endpointslice'], nodeArgs: API_NODE_ARGS });
     this.scope.defer(() => this.api.cleanup());
     this.w = new ApiWriter(this.api);
     this.scope.defer(() => this.w.close());
@@ -739,6 +741,12 @@ async function agentLevel(o: Opts, c: AgentCluster, mode: ProxyModeName): Promis
       syncFailures: failures(),
     };
   } finally {
+    // Keep the agents' logs when asked (PODNET_BENCH_AGENT_LOG_DIR=dir: one file per agent).
+    const logDir = process.env.PODNET_BENCH_AGENT_LOG_DIR;
+    if (logDir) {
+      mkdirSync(logDir, { recursive: true });
+      for (const a of agents) writeFileSync(join(logDir, `${size}-${mode}-${a.node.name}.log`), a.logs());
+    }
     await scope.cleanup();
     // The next mode's agents start from nothing: forget these nodes.
     for (const n of c.nodes) await c.w.call('DELETE', `/api/v1/nodes/${n.name}`).catch(() => undefined);
