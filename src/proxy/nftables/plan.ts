@@ -307,11 +307,17 @@ export class PlannedState {
     return this.claims as PMap<Claim>;
   }
 
-  /** The map element installed for a claim key (its first claimant's), if any. */
-  installed(ck: string): MapElement | undefined {
+  /**
+   * The map element installed for a claim key (its first claimant's), if any. `index` gives a
+   * port's elements by claim key (a caller asking for many keys builds each once: without
+   * it, each call scans the owner's elements).
+   */
+  installed(ck: string, index?: (o: ServiceObjects) => ReadonlyMap<string, MapElement>): MapElement | undefined {
     const owner = ownerOf(this.claims.get(ck));
     if (owner === undefined) return undefined;
-    return this.perService.get(owner)?.elements.find((me) => claimKey(me.map, me.element.key) === ck);
+    const o = this.perService.get(owner);
+    if (!o) return undefined;
+    return index ? index(o).get(ck) : o.elements.find((me) => claimKey(me.map, me.element.key) === ck);
   }
 
   /**
@@ -757,8 +763,10 @@ class PlannedPort implements ServiceObjects {
 
 // ---------------------------------------------------------------- planTable
 
+/** Equal content (compared part by part, the part an endpoint change alters first: most calls stop there). */
 function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
-  return JSON.stringify([a.chains, a.sets, [...a.setElements], a.elements]) === JSON.stringify([b.chains, b.sets, [...b.setElements], b.elements]);
+  const same = (x: unknown, y: unknown): boolean => x === y || JSON.stringify(x) === JSON.stringify(y);
+  return same([...a.setElements], [...b.setElements]) && same(a.elements, b.elements) && same(a.sets, b.sets) && same(a.chains, b.chains);
 }
 
 function insertSorted(list: readonly string[], k: string): readonly string[] {
@@ -1023,9 +1031,15 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
     for (const me of pShared) affected.add(claimKey(me.map, me.element.key));
     for (const me of nShared) affected.add(claimKey(me.map, me.element.key));
   }
+  const byClaim = new Map<ServiceObjects, Map<string, MapElement>>();
+  const index = (o: ServiceObjects): ReadonlyMap<string, MapElement> => {
+    let m = byClaim.get(o);
+    if (!m) byClaim.set(o, (m = new Map(o.elements.map((me) => [claimKey(me.map, me.element.key), me]))));
+    return m;
+  };
   for (const ck of [...affected].sort()) {
-    const pe = prev.installed(ck);
-    const ne = next.installed(ck);
+    const pe = prev.installed(ck, index);
+    const ne = next.installed(ck, index);
     const same = !!pe && !!ne && sameElement(pe.element, ne.element);
     if (pe && !same) {
       const l = delElements.get(pe.map) ?? [];
