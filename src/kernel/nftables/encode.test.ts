@@ -675,6 +675,12 @@ describe('bad input is named by op and field; nothing is encoded', () => {
       expect(typeof e.context.op).toBe('number');
     });
   }
+
+  it('a bad interval after good ones: the context names the set and that element (built only then)', () => {
+    const e = errorOf(enc([{ op: 'add-table' }, { op: 'add-elements', set: 'nets', elements: [{ key: ['10.0.0.0/24'] }, { key: ['10.0.1.1-10.0.1.9'] }, { key: ['10.0.2.0/40'] }] }]));
+    expect(e.message).toMatch(/^ops\[1\] \(add element ip podnet nets\): elements\[2\]\.key\[0\]: "10\.0\.2\.0\/40" is not an ipv4_addr prefix/);
+    expect(e.context).toMatchObject({ table: 'podnet', op: 1, set: 'nets', field: 'elements[2].key[0]', value: '10.0.2.0/40' });
+  });
 });
 
 describe('values', () => {

@@ -128,7 +128,7 @@ import {
   keyLen,
   pad4,
   parseCtStates,
-  parseInterval,
+  parseIntervalInto,
   parseUint,
   prefixInto,
   prefixMask,
@@ -422,6 +422,8 @@ class Encoder {
   /** Scratch for values and masks (never kept). */
   private readonly v1 = new Uint8Array(NFT_REG_SPACE);
   private readonly v2 = new Uint8Array(NFT_REG_SPACE);
+  /** An interval's end (v1 holds its start). */
+  private readonly v3 = new Uint8Array(NFT_REG_SPACE);
   /**
    * Expressions (or expression prefixes) whose bytes do not depend on the rule, by a numeric
    * key: written once, then copied. Most of a rule is made of these.
@@ -718,6 +720,10 @@ class Encoder {
     const key = this.v1;
     const flags = del ? NLM_F_REQUEST : NLM_F_REQUEST | NLM_F_CREATE;
     const at = (j: number, sub = '') => (del ? `keys[${j}]${sub.replace(/^\.key/, '')}` : `elements[${j}]${sub}`);
+    // Built only when an interval is bad (per element, they were a third of a full sync's encoding).
+    let cur = 0;
+    const intervalField = () => site.field(at(cur, '.key[0]'));
+    const intervalContext = () => ({ ...site.context(), field: at(cur, '.key[0]'), set: setName });
     let j = 0;
     while (j < elements.length) {
       const s = b.begin(del ? NFT_MSG.DELSETELEM : NFT_MSG.NEWSETELEM, flags, this.family, site.index, j);
@@ -742,9 +748,10 @@ class Encoder {
           if (!isMap && (el.verdict || el.data !== undefined)) throw site.error(at(j), `${setName} is a set, not a map: an element has a key only`);
         }
         if (set.interval) {
-          const { start, end } = parseInterval(set.key[0]!, el.key[0]!, () => site.field(at(j, '.key[0]')), { ...site.context(), field: at(j, '.key[0]'), set: setName });
-          this.element(++nth, start, start.length, 0, del ? undefined : el, set, site, j, at);
-          if (end) this.element(++nth, end, end.length, NFT_SET_ELEM_INTERVAL_END, undefined, set, site, j, at);
+          cur = j;
+          const hasEnd = parseIntervalInto(set.key[0]!, el.key[0]!, key, this.v3, intervalField, intervalContext);
+          this.element(++nth, key, klen, 0, del ? undefined : el, set, site, j, at);
+          if (hasEnd) this.element(++nth, this.v3, klen, NFT_SET_ELEM_INTERVAL_END, undefined, set, site, j, at);
         } else {
           this.key(set.key, el.key, key, site, j, at);
           this.element(++nth, key, klen, 0, del ? undefined : el, set, site, j, at);

@@ -65,10 +65,13 @@ export function typesFromId(id: number): NftType[] | undefined {
 /** A field name, or a function making it (built only when an error needs it). */
 export type Field = string | (() => string);
 
-export function badValue(fieldRef: Field, text: unknown, what: string, context: ErrorContext = {}): PodnetError {
+/** An error's context, or how to build it (hot paths pass a function: nothing is built unless a value is bad). */
+export type Context = ErrorContext | (() => ErrorContext);
+
+export function badValue(fieldRef: Field, text: unknown, what: string, context: Context = {}): PodnetError {
   const field = typeof fieldRef === 'function' ? fieldRef() : fieldRef;
   const shown = typeof text === 'string' ? JSON.stringify(text) : String(text);
-  return new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field}: ${shown} is not ${what}`, { field, value: typeof text === 'string' ? text : String(text), ...context });
+  return new PodnetError(ErrorCodes.INVALID_ARGUMENT, `${field}: ${shown} is not ${what}`, { field, value: typeof text === 'string' ? text : String(text), ...(typeof context === 'function' ? context() : context) });
 }
 
 /** Parses a dotted quad into out[off..off+4); false when it is not one. */
@@ -160,10 +163,24 @@ export function parseIPv6Into(s: string, out: Uint8Array, off: number): boolean 
 
 /** A non-negative integer in decimal or 0x hex, at most `max`; undefined when it is not one. */
 export function parseUint(s: string, max: number): number | undefined {
-  let v: number;
-  if (/^0x[0-9a-f]{1,8}$/i.test(s)) v = parseInt(s.slice(2), 16);
-  else if (/^(0|[1-9][0-9]{0,9})$/.test(s)) v = Number(s);
-  else return undefined;
+  if (typeof s !== 'string') s = String(s);
+  // Decimal without a leading zero, up to 10 digits (a loop: this runs for every element of a full sync).
+  const n = s.length;
+  if (n > 0 && n <= 10 && (n === 1 || s.charCodeAt(0) !== 48)) {
+    let v = 0;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) return hexUint(s, max);
+      v = v * 10 + c;
+    }
+    return v <= max ? v : undefined;
+  }
+  return hexUint(s, max);
+}
+
+function hexUint(s: string, max: number): number | undefined {
+  if (!/^0x[0-9a-f]{1,8}$/i.test(s)) return undefined;
+  const v = parseInt(s.slice(2), 16);
   return v <= max ? v : undefined;
 }
 
@@ -266,7 +283,7 @@ export function writeValue(type: NftType, text: string, out: Uint8Array, off: nu
 }
 
 /** Throwing form of writeValue, naming `field`. */
-export function parseValueInto(type: NftType, text: string, out: Uint8Array, off: number, field: Field, context?: ErrorContext): void {
+export function parseValueInto(type: NftType, text: string, out: Uint8Array, off: number, field: Field, context?: Context): void {
   if (!writeValue(type, text, out, off)) throw badValue(field, text, TYPE_TEXT[type] ?? `a ${type}`, context);
 }
 
@@ -290,7 +307,7 @@ export function prefixInto(type: 'ipv4_addr' | 'ipv6_addr', text: string, out: U
 }
 
 /** Throwing form of prefixInto. */
-export function parsePrefix(type: 'ipv4_addr' | 'ipv6_addr', text: string, field: Field, context?: ErrorContext): { bytes: Uint8Array; plen: number } {
+export function parsePrefix(type: 'ipv4_addr' | 'ipv6_addr', text: string, field: Field, context?: Context): { bytes: Uint8Array; plen: number } {
   const bytes = new Uint8Array(type === 'ipv4_addr' ? 4 : 16);
   const plen = prefixInto(type, text, bytes);
   if (plen < 0) throw badValue(field, text, `an ${type} prefix (prefix length 0-${type === 'ipv4_addr' ? 32 : 128})`, context);
@@ -320,30 +337,39 @@ export function prefixMask(len: number, plen: number): Uint8Array {
  * "8000-8080") or one value. Returns [start, end) in network order; `end` is undefined when
  * the interval runs to the top of the type's space (no end element is needed then).
  */
-export function parseInterval(type: NftType, text: string, field: Field, context?: ErrorContext): { start: Uint8Array; end: Uint8Array | undefined } {
+export function parseInterval(type: NftType, text: string, field: Field, context?: Context): { start: Uint8Array; end: Uint8Array | undefined } {
+  const len = TYPES[type].len;
+  const start = new Uint8Array(len);
+  const end = new Uint8Array(len);
+  return { start, end: parseIntervalInto(type, text, start, end, field, context) ? end : undefined };
+}
+
+/**
+ * parseInterval into the caller's arrays (at least the type's length each: the encoder reuses
+ * two for every element). Returns false when the interval has no end (it runs to the top of
+ * the space).
+ */
+export function parseIntervalInto(type: NftType, text: string, start: Uint8Array, end: Uint8Array, field: Field, context?: Context): boolean {
   const len = TYPES[type].len;
   if (TYPES[type].byteorder === BYTEORDER_HOST) throw badValue(field, text, `an interval: ${type} sets cannot be interval sets`, context);
-  let start: Uint8Array;
-  let last: Uint8Array;
+  // end holds the last value first, then becomes last + 1.
   const dash = typeof text === 'string' ? text.indexOf('-', 1) : -1;
   if ((type === 'ipv4_addr' || type === 'ipv6_addr') && text.includes('/')) {
     const { bytes, plen } = parsePrefix(type, text, field, context);
-    start = bytes;
-    last = new Uint8Array(bytes);
-    for (let i = 0; i < len; i++) last[i] = last[i]! | (~prefixMask(len, plen)[i]! & 0xff);
+    const mask = prefixMask(len, plen);
+    for (let i = 0; i < len; i++) {
+      start[i] = bytes[i]!;
+      end[i] = bytes[i]! | (~mask[i]! & 0xff);
+    }
   } else if (dash > 0) {
-    start = new Uint8Array(len);
-    last = new Uint8Array(len);
     parseValueInto(type, text.slice(0, dash), start, 0, field, context);
-    parseValueInto(type, text.slice(dash + 1), last, 0, field, context);
-    if (Buffer.compare(start, last) > 0) throw badValue(field, text, `a range (its start is above its end)`, context);
+    parseValueInto(type, text.slice(dash + 1), end, 0, field, context);
+    if (Buffer.compare(start.subarray(0, len), end.subarray(0, len)) > 0) throw badValue(field, text, `a range (its start is above its end)`, context);
   } else {
-    start = new Uint8Array(len);
     parseValueInto(type, text, start, 0, field, context);
-    last = start;
+    for (let i = 0; i < len; i++) end[i] = start[i]!;
   }
   // end = last + 1 (network order), or none when last is all ones.
-  const end = new Uint8Array(last);
   let i = len - 1;
   for (; i >= 0; i--) {
     if (end[i] === 0xff) end[i] = 0;
@@ -352,7 +378,7 @@ export function parseInterval(type: NftType, text: string, field: Field, context
       break;
     }
   }
-  return { start, end: i < 0 ? undefined : end };
+  return i >= 0;
 }
 
 /** ct state bits (nf_conntrack_common.h: NF_CT_STATE_BIT / IP_CT_*; invalid = 1, untracked = 64). */

@@ -30,6 +30,8 @@ export interface NftExecutorLike {
   /** Deletes the table (no error when it is gone). */
   deleteTable(family: NftFamily, name: string): Promise<unknown>;
   close?(): unknown;
+  /** How the last apply went (NftExecutor: encoding and kernel time), for the debug log. */
+  readonly lastApply?: { encodeMs: number; kernelMs: number } | undefined;
 }
 
 export interface NftablesModeOptions {
@@ -116,9 +118,11 @@ export function createNftablesMode(o: NftablesModeOptions): ProxyMode {
       written = next.perService.size;
       if (prev) for (const k of prev.perService.keys()) if (!next.perService.has(k)) removed++;
     }
-    // Where a sync's time went (the kernel's share is inside applyMs: nf_tables works in sendmsg).
+    // Where a sync's time went: applyMs is encodeMs (netlink messages) + kernelMs (nf_tables works inside sendmsg).
     const ms = (a: number, b: number) => Math.round((b - a) * 100) / 100;
-    log.debug({ family: tx.family, full: !partial, ops: tx.ops.length, written, removed, planMs: ms(t0, t1), transactionMs: ms(t1, t2), applyMs: ms(t2, t3) }, 'nftables proxy rules applied');
+    const la = tx.ops.length ? nft.lastApply : undefined;
+    const split = la ? { encodeMs: ms(0, la.encodeMs), kernelMs: ms(0, la.kernelMs) } : {};
+    log.debug({ family: tx.family, full: !partial, ops: tx.ops.length, written, removed, planMs: ms(t0, t1), transactionMs: ms(t1, t2), applyMs: ms(t2, t3), ...split }, 'nftables proxy rules applied');
     return { servicesWritten: written, servicesRemoved: removed, full: !partial };
   }
 

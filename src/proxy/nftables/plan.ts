@@ -138,6 +138,8 @@ export function isOwnedMap(name: string): boolean {
 export interface MapElement {
   readonly map: string;
   readonly element: NftElement;
+  /** Its claim key (`map|key . parts`), built once: a full sync looks each up several times. */
+  readonly claim: string;
 }
 
 /** Everything one service port contributes to the table. */
@@ -317,7 +319,7 @@ export class PlannedState {
     if (owner === undefined) return undefined;
     const o = this.perService.get(owner);
     if (!o) return undefined;
-    return index ? index(o).get(ck) : o.elements.find((me) => claimKey(me.map, me.element.key) === ck);
+    return index ? index(o).get(ck) : o.elements.find((me) => me.claim === ck);
   }
 
   /**
@@ -346,7 +348,7 @@ export class PlannedState {
       for (const [b, els] of o.setElements) elements.get(b)?.push(...els);
       for (const c of o.chains) chains.push(c);
       for (const me of o.elements) {
-        if (ownerOf(this.claims.get(claimKey(me.map, me.element.key))) !== k) continue;
+        if (ownerOf(this.claims.get(me.claim)) !== k) continue;
         elements.get(me.map)?.push(me.element);
       }
     }
@@ -740,7 +742,7 @@ class PlannedPort implements ServiceObjects {
       const ck = claimKey(map, element.key);
       if (taken.has(ck)) return;
       taken.add(ck);
-      elements.push({ map, element });
+      elements.push({ map, element, claim: ck });
     };
     // The dispatch elements do not depend on endpoints: an endpoint change never touches them.
     add(MAPS.serviceIPs, { key: [o.clusterIP, o.proto, o.port], verdict: { kind: 'goto', chain: o.internalChain } });
@@ -805,8 +807,8 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
       for (const id of old?.slotIds ?? []) if (!now?.slotIds.includes(id)) released.push(id);
       // Only the keys it stops or starts wanting change hands (an endpoint change: its two
       // hairpin keys, not the service's other ten): the claims map's next version stays small.
-      const had = new Set((old?.elements ?? []).map((me) => claimKey(me.map, me.element.key)));
-      const wants = new Set((now?.elements ?? []).map((me) => claimKey(me.map, me.element.key)));
+      const had = new Set((old?.elements ?? []).map((me) => me.claim));
+      const wants = new Set((now?.elements ?? []).map((me) => me.claim));
       for (const ck of had) {
         if (wants.has(ck)) continue;
         claims.set(ck, asClaim(claimOf(ck).filter((x) => x !== k)));
@@ -839,7 +841,7 @@ export function planTable(snapshot: ProxySnapshot, prev?: PlannedState, changed?
     const o = reused.has(k) ? reuse!.perService.get(k)! : planServiceIn(sp, ctx, take);
     perService.set(k, o);
     for (const me of o.elements) {
-      const ck = claimKey(me.map, me.element.key);
+      const ck = me.claim;
       const have = claims.get(ck);
       claims.set(ck, have === undefined ? k : asClaim(insertSorted(claimants(have), k))!);
     }
@@ -1028,13 +1030,13 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
       if (pe.length) slotDeletes.set(b, [...(slotDeletes.get(b) ?? []), ...pe.map((e) => [...e.key])]);
       if (ne.length) slotAdds.set(b, [...(slotAdds.get(b) ?? []), ...ne]);
     }
-    for (const me of pShared) affected.add(claimKey(me.map, me.element.key));
-    for (const me of nShared) affected.add(claimKey(me.map, me.element.key));
+    for (const me of pShared) affected.add(me.claim);
+    for (const me of nShared) affected.add(me.claim);
   }
   const byClaim = new Map<ServiceObjects, Map<string, MapElement>>();
   const index = (o: ServiceObjects): ReadonlyMap<string, MapElement> => {
     let m = byClaim.get(o);
-    if (!m) byClaim.set(o, (m = new Map(o.elements.map((me) => [claimKey(me.map, me.element.key), me]))));
+    if (!m) byClaim.set(o, (m = new Map(o.elements.map((me) => [me.claim, me]))));
     return m;
   };
   for (const ck of [...affected].sort()) {
