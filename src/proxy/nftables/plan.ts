@@ -352,7 +352,13 @@ export class PlannedState {
         elements.get(me.map)?.push(me.element);
       }
     }
-    for (const b of this.slots.buckets.keys()) elements.get(b)!.sort((x, y) => rangeStart(x) - rangeStart(y));
+    // By range start, parsed once per element (not twice per comparison).
+    for (const b of this.slots.buckets.keys()) {
+      const list = elements.get(b)!;
+      const keyed = list.map((e) => ({ at: rangeStart(e), e }));
+      keyed.sort((x, y) => x.at - y.at);
+      for (let i = 0; i < keyed.length; i++) list[i] = keyed[i]!.e;
+    }
     return { family: this.nftFamily, name: this.tableName, sets, elements, chains };
   }
 }
