@@ -548,7 +548,8 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
         });
         let out = '';
         proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-        await waitFor(() => out.includes('ready') || proc.exitCode !== null, 15_000, `server in ${pod}`);
+        // Node starts slowly in the user-mode-linux guest when six start at once beside the host's tests.
+        await waitFor(() => out.includes('ready') || proc.exitCode !== null, 60_000, `server in ${pod}`);
         if (!out.includes('ready')) throw new Error(`server in ${pod} exited: ${String((await proc).stderr)}`);
       }),
     );
