@@ -38,10 +38,11 @@ if (skip) {
   const agents = await Promise.all(cluster.nodes.map((n) => startAgent(scope, n, api, { clusterCidr: CIDR })));
 
   await t.test(`${AGENTS} agents registering at once get ${AGENTS} distinct subnets`, async (t) => {
+    // 20 node processes starting at once on 2 cores, beside the vm tier: over 60 s once.
     const cidrs = await waitFor(async () => {
       const all = await Promise.all(names.map(podCIDR));
       return all.every(Boolean) ? (all as string[]) : undefined;
-    }, 60_000, 'every agent to claim a subnet').catch((e: unknown) => {
+    }, 120_000, 'every agent to claim a subnet').catch((e: unknown) => {
       for (const a of agents.filter((x) => !runningAgent(x))) t.comment(`${a.node.name} exited:\n${a.logs().slice(-1500)}`);
       throw e;
     });

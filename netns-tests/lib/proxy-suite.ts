@@ -400,7 +400,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   for (const n of cluster.nodes) agents.push(await startAgent(scope, n, api, agentArgs));
   const agentOf = (node: string) => agents.find((a) => a.node.name === node)!;
   const agentReady = (node: string) =>
-    waitFor(async () => (await inNs(nodeOf(node).netns.path, 'curl', ['-s', '-m', '1', `http://${nodeOf(node).ip}:10260/readyz`])).stdout === 'ok', 30_000, `agent ${node} ready`);
+    waitFor(async () => (await inNs(nodeOf(node).netns.path, 'curl', ['-s', '-m', '1', `http://${nodeOf(node).ip}:10260/readyz`])).stdout === 'ok', 90_000, `agent ${node} ready`); // a restart in the UML guest, beside the host tiers, can take over 30 s
 
   // ---- diagnostics
   const diag = async (t: Test, which: string[] = ['n1', 'n2', 'n3']) => {
