@@ -399,8 +399,9 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   const agents: AgentProcess[] = [];
   for (const n of cluster.nodes) agents.push(await startAgent(scope, n, api, agentArgs));
   const agentOf = (node: string) => agents.find((a) => a.node.name === node)!;
+  // 90 s: an agent restart in the UML guest, beside the host's tiers, once took over 30 s.
   const agentReady = (node: string) =>
-    waitFor(async () => (await inNs(nodeOf(node).netns.path, 'curl', ['-s', '-m', '1', `http://${nodeOf(node).ip}:10260/readyz`])).stdout === 'ok', 90_000, `agent ${node} ready`); // a restart in the UML guest, beside the host tiers, can take over 30 s
+    waitFor(async () => (await inNs(nodeOf(node).netns.path, 'curl', ['-s', '-m', '1', `http://${nodeOf(node).ip}:10260/readyz`])).stdout === 'ok', 90_000, `agent ${node} ready`);
 
   // ---- diagnostics
   const diag = async (t: Test, which: string[] = ['n1', 'n2', 'n3']) => {

@@ -119,10 +119,10 @@ export function createNftablesMode(o: NftablesModeOptions): ProxyMode {
       if (prev) for (const k of prev.perService.keys()) if (!next.perService.has(k)) removed++;
     }
     // Where a sync's time went: applyMs is encodeMs (netlink messages) + kernelMs (nf_tables works inside sendmsg).
-    const ms = (a: number, b: number) => Math.round((b - a) * 100) / 100;
+    const ms = (x: number) => Math.round(x * 100) / 100;
     const la = tx.ops.length ? nft.lastApply : undefined;
-    const split = la ? { encodeMs: ms(0, la.encodeMs), kernelMs: ms(0, la.kernelMs) } : {};
-    log.debug({ family: tx.family, full: !partial, ops: tx.ops.length, written, removed, planMs: ms(t0, t1), transactionMs: ms(t1, t2), applyMs: ms(t2, t3), ...split }, 'nftables proxy rules applied');
+    const split = la ? { encodeMs: ms(la.encodeMs), kernelMs: ms(la.kernelMs) } : {};
+    log.debug({ family: tx.family, full: !partial, ops: tx.ops.length, written, removed, planMs: ms(t1 - t0), transactionMs: ms(t2 - t1), applyMs: ms(t3 - t2), ...split }, 'nftables proxy rules applied');
     return { servicesWritten: written, servicesRemoved: removed, full: !partial };
   }
 

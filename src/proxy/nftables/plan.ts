@@ -311,15 +311,12 @@ export class PlannedState {
 
   /**
    * The map element installed for a claim key (its first claimant's), if any. `index` gives a
-   * port's elements by claim key (a caller asking for many keys builds each once: without
-   * it, each call scans the owner's elements).
+   * port's elements by claim key (the caller, asking for many keys, builds each once).
    */
-  installed(ck: string, index?: (o: ServiceObjects) => ReadonlyMap<string, MapElement>): MapElement | undefined {
+  installed(ck: string, index: (o: ServiceObjects) => ReadonlyMap<string, MapElement>): MapElement | undefined {
     const owner = ownerOf(this.claims.get(ck));
-    if (owner === undefined) return undefined;
-    const o = this.perService.get(owner);
-    if (!o) return undefined;
-    return index ? index(o).get(ck) : o.elements.find((me) => me.claim === ck);
+    const o = owner === undefined ? undefined : this.perService.get(owner);
+    return o && index(o).get(ck);
   }
 
   /**
@@ -771,10 +768,12 @@ class PlannedPort implements ServiceObjects {
 
 // ---------------------------------------------------------------- planTable
 
+/** The same object, or equal content (planned objects are plain data). */
+const sameJson = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
+
 /** Equal content (compared part by part, the part an endpoint change alters first: most calls stop there). */
 function sameObjects(a: ServiceObjects, b: ServiceObjects): boolean {
-  const same = (x: unknown, y: unknown): boolean => x === y || JSON.stringify(x) === JSON.stringify(y);
-  return same([...a.setElements], [...b.setElements]) && same(a.elements, b.elements) && same(a.sets, b.sets) && same(a.chains, b.chains);
+  return sameJson([...a.setElements], [...b.setElements]) && sameJson(a.elements, b.elements) && sameJson(a.sets, b.sets) && sameJson(a.chains, b.chains);
 }
 
 function insertSorted(list: readonly string[], k: string): readonly string[] {
@@ -880,8 +879,6 @@ export function sameSetDef(a: NftSet, b: NftSet): boolean {
   );
 }
 
-const sameRules = (a: readonly NftRule[], b: readonly NftRule[]): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
-const sameElement = (a: NftElement, b: NftElement): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
 const chainHead = (c: NftChain): Omit<NftChain, 'rules'> => ({ name: c.name, ...(c.base ? { base: c.base } : {}), ...(c.comment !== undefined ? { comment: c.comment } : {}) });
 const MAP_ORDER = [MAPS.serviceIPs, MAPS.serviceNodePorts, SETS.noEndpointServices, SETS.noEndpointNodePorts, SETS.hairpin] as string[];
 
@@ -1000,7 +997,7 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
         addSets.push(ns);
         fill(ns);
         setRecreated = true;
-      } else if (!ns.dynamic && JSON.stringify(pSlots.get(s.name) ?? []) !== JSON.stringify(nSlots.get(s.name) ?? [])) {
+      } else if (!ns.dynamic && !sameJson(pSlots.get(s.name) ?? [], nSlots.get(s.name) ?? [])) {
         // Element-only: no rule refers to an element, so this needs no validation at commit.
         if (pSlots.get(s.name)?.length) flushSets.push(s.name);
         fill(ns);
@@ -1018,7 +1015,7 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
       if (!nc) {
         flush.push(c.name);
         delChains.push(c.name);
-      } else if (setRecreated || !sameRules(c.rules, nc.rules)) {
+      } else if (setRecreated || !sameJson(c.rules, nc.rules)) {
         flush.push(c.name);
         ruleChains.push(nc);
       }
@@ -1031,7 +1028,7 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
     for (const b of new Set([...pSlots.keys(), ...nSlots.keys()])) {
       const pe = pSlots.get(b) ?? [];
       const ne = nSlots.get(b) ?? [];
-      if (pe === ne || JSON.stringify(pe) === JSON.stringify(ne)) continue;
+      if (sameJson(pe, ne)) continue;
       // Element-only: no rule refers to an element, so this needs no validation at commit.
       if (pe.length) slotDeletes.set(b, [...(slotDeletes.get(b) ?? []), ...pe.map((e) => [...e.key])]);
       if (ne.length) slotAdds.set(b, [...(slotAdds.get(b) ?? []), ...ne]);
@@ -1048,7 +1045,7 @@ function partialOps(prev: PlannedState, next: PlannedState, changed: ReadonlySet
   for (const ck of [...affected].sort()) {
     const pe = prev.installed(ck, index);
     const ne = next.installed(ck, index);
-    const same = !!pe && !!ne && sameElement(pe.element, ne.element);
+    const same = !!pe && !!ne && sameJson(pe.element, ne.element);
     if (pe && !same) {
       const l = delElements.get(pe.map) ?? [];
       l.push([...pe.element.key]);
