@@ -10,6 +10,7 @@
 // group (socat forks outlive their parent).
 import t from 'tap';
 import { execa } from 'execa';
+import { readFileSync } from 'node:fs';
 import type { NftChain, NftElement, NftExpr, NftRule, NftSet, NftStmt, NftTable } from '../src/kernel/nftables/ast.js';
 import { NftExecutor } from '../src/kernel/nftables/executor.js';
 import type { NftOp, NftTransaction } from '../src/kernel/nftables/ops.js';
@@ -479,6 +480,21 @@ else if (await insideOwnNetns(import.meta.url, 'nftexec')) {
     const s2 = bnft.lastApply!;
     t.comment(`full resync: ${resync.length} ops, ${(s2.bytes / 1e6).toFixed(1)} MB in ${s2.batches} batch(es); encode ${s2.encodeMs.toFixed(0)} ms, kernel ${s2.kernelMs.toFixed(0)} ms, total ${(performance.now() - t1).toFixed(0)} ms`);
     t.equal((await nftList(big, 'map', 'ip', 'pnbig', 'service-ips')).match(/: goto /g)?.length, 10_000, 'still 10,000 elements');
+
+    // One kernel transaction, although it is larger than SO_SNDBUF allows without
+    // SO_SNDBUFFORCE (2 x net.core.wmem_max): the flushes and the refill commit together.
+    const wmemMax = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+    t.ok(bnft.atomicBuffers, 'the socket buffers were forced past the sysctl limits');
+    t.ok(s2.bytes > 2 * wmemMax, `the resync (${(s2.bytes / 1e6).toFixed(1)} MB) is larger than 2 x net.core.wmem_max (${wmemMax})`);
+    t.equal(s2.batches, 1, 'the resync went in one batch');
+    // So a resync that fails at its last op changes nothing: not a chain flushed, not an element gone.
+    const bad: NftOp[] = [...resync, { op: 'add-rule', chain: (rules.at(-1) as NftOp & { op: 'add-rule' }).chain, rule: r([goto('nowhere')]) }];
+    const e = (await bnft.apply({ family: 'ip', table: 'pnbig', ops: bad }).catch((x: unknown) => x)) as PodnetError;
+    t.equal(e?.code, ErrorCodes.NFT, `refused: ${e?.message}`);
+    t.match(e.message, /nothing was applied/);
+    t.equal(e.context.op, bad.length - 1, 'the failing op is the last one');
+    t.equal((await nftList(big, 'chain', 'ip', 'pnbig', (rules.at(-1) as NftOp & { op: 'add-rule' }).chain)).match(/dnat to/g)?.length, 10, 'the last chain still has its 10 rules');
+    t.equal((await nftList(big, 'map', 'ip', 'pnbig', 'service-ips')).match(/: goto /g)?.length, 10_000, 'and the map its 10,000 elements');
 
     const t2 = performance.now();
     t.equal(await bnft.deleteTable('ip', 'pnbig'), true);

@@ -18,6 +18,13 @@
 //  reap(pid)              waitpid(pid, WNOHANG): true once a child spawned so has been reaped
 //                         (or is not our child); libuv only reaps what it spawned itself
 //  udpTunnelOpen(opts)    the UDP transport's TUN<->UDP packet loop on its own thread (udptun.cc)
+//  tuneNetlinkSocket(fds, protocol, port, sndbuf, rcvbuf, capAck) -> {fd, sndbuf, rcvbuf} | null:
+//                         of the candidate fds, the one AF_NETLINK socket of `protocol` bound
+//                         to `port`: SO_SNDBUFFORCE / SO_RCVBUFFORCE (past net.core.wmem_max /
+//                         rmem_max, as nft does; needs CAP_NET_ADMIN) and NETLINK_CAP_ACK (errors
+//                         without the echoed message). node-netlink has no such setters and does
+//                         not give its fd, so the caller passes the fds that appeared when it
+//                         opened the socket; null when not exactly one matches
 //
 // Errors are thrown as Error objects with `code` (errno name), `errno`, `syscall`, `path`.
 #include <napi.h>
@@ -356,7 +363,51 @@ Napi::Value Reap(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), r != 0);
 }
 
+Napi::Value TuneNetlinkSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "fds must be an array");
+  Napi::Array fds = info[0].As<Napi::Array>();
+  int protocol = IntArg(info, 1, "protocol");
+  int port = IntArg(info, 2, "port");
+  int sndbuf = IntArg(info, 3, "sndbuf");
+  int rcvbuf = IntArg(info, 4, "rcvbuf");
+  bool capAck = info.Length() > 5 && info[5].ToBoolean().Value();
+  int found = -1;
+  for (uint32_t i = 0; i < fds.Length(); i++) {
+    Napi::Value v = fds.Get(i);
+    if (!v.IsNumber()) continue;
+    int fd = v.As<Napi::Number>().Int32Value();
+    int val = 0;
+    socklen_t len = sizeof(val);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &val, &len) < 0 || val != AF_NETLINK) continue;
+    len = sizeof(val);
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &val, &len) < 0 || val != protocol) continue;
+    struct sockaddr_nl sa;
+    socklen_t salen = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    if (getsockname(fd, (struct sockaddr*)&sa, &salen) < 0 || sa.nl_family != AF_NETLINK || (int)sa.nl_pid != port) continue;
+    if (found >= 0) return env.Null();  // two matches: refuse to guess
+    found = fd;
+  }
+  if (found < 0) return env.Null();
+  if (sndbuf > 0 && setsockopt(found, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0) throw ErrnoError(env, errno, "setsockopt(SO_SNDBUFFORCE)", "");
+  if (rcvbuf > 0 && setsockopt(found, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0) throw ErrnoError(env, errno, "setsockopt(SO_RCVBUFFORCE)", "");
+  int one = 1;
+  if (capAck && setsockopt(found, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one)) < 0) throw ErrnoError(env, errno, "setsockopt(NETLINK_CAP_ACK)", "");
+  int snd = 0, rcv = 0;
+  socklen_t len = sizeof(snd);
+  getsockopt(found, SOL_SOCKET, SO_SNDBUF, &snd, &len);
+  len = sizeof(rcv);
+  getsockopt(found, SOL_SOCKET, SO_RCVBUF, &rcv, &len);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, found));
+  out.Set("sndbuf", Napi::Number::New(env, snd));
+  out.Set("rcvbuf", Napi::Number::New(env, rcv));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("tuneNetlinkSocket", Napi::Function::New(env, TuneNetlinkSocket, "tuneNetlinkSocket"));
   exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached, "spawnDetached"));
   exports.Set("reap", Napi::Function::New(env, Reap, "reap"));
   exports.Set("deleteLinkAsync", Napi::Function::New(env, DeleteLinkAsync, "deleteLinkAsync"));

@@ -28,6 +28,13 @@ export interface NativeAddon {
    * `start()`. Validated and wrapped by src/kernel/udptunnel.ts.
    */
   udpTunnelOpen(opts: UdpTunnelNativeOptions): UdpTunnelHandle;
+  /**
+   * Of the candidate `fds`, the one AF_NETLINK socket of `protocol` bound to `port`:
+   * SO_SNDBUFFORCE / SO_RCVBUFFORCE (sizes > 0 only; past net.core.wmem_max / rmem_max, needs
+   * CAP_NET_ADMIN) and, with `capAck`, NETLINK_CAP_ACK. Returns the sizes the kernel set, or
+   * null when not exactly one candidate matches.
+   */
+  tuneNetlinkSocket(fds: number[], protocol: number, port: number, sndbuf: number, rcvbuf: number, capAck: boolean): { fd: number; sndbuf: number; rcvbuf: number } | null;
 }
 
 export interface UdpTunnelNativeOptions {

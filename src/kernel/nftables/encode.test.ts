@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, PodnetError } from '../../util/errors.js';
 import type { NftRule, NftSet, NftStmt } from './ast.js';
 import { decodeSet, describeRule } from './decode.js';
-import { encodeTransaction } from './encode.js';
+import { encodeTransaction, replyCost } from './encode.js';
 import type { EncodeOptions, SetInfo } from './encode.js';
 import { formatOp } from './format.js';
 import { NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFT_MSG, NLA_F_NESTED, NLM_F_ACK, parseMessages } from './nfnl.js';
@@ -570,6 +570,29 @@ describe('framing', () => {
         expect(o).toBe(b.buf.length);
       }
     }
+  });
+
+  it('cuts batches where every answer could overflow the receive buffer; with NETLINK_CAP_ACK an answer is small whatever the message', () => {
+    const ops: NftOp[] = [{ op: 'add-table' }, { op: 'add-chain', chain: { name: 'c' } }];
+    // rules of ~600 bytes: an error echoing one takes a 2 KiB slab, without the echo 1 KiB
+    const stmts = Array.from({ length: 12 }, (_, i) => m(ipSaddr, `10.244.${i}.1`));
+    for (let r = 0; r < 400; r++) ops.push(rule('c', [...stmts, { kind: 'dnat', addr: `10.244.1.${r & 255}`, port: 8080 }]));
+    const tx: NftTransaction = { family: 'ip', table: 't', ops };
+    const budget = 256 * 1024;
+    const echo = encodeTransaction(tx, { replyBudget: budget });
+    const capped = encodeTransaction(tx, { replyBudget: budget, capAck: true });
+    const size = parseMessages(echo.batches[0]!.buf)[3]!.data.length + 16;
+    expect(replyCost(size)).toBeGreaterThan(replyCost(size, true));
+    expect(replyCost(size, true)).toBe(replyCost(0));
+    // 400 rules x 2 KiB > 256 KiB: split; 400 x 1 KiB > 256 KiB too, but into half as many
+    expect(echo.batches.length).toBeGreaterThan(capped.batches.length);
+    for (const enc of [echo, capped]) {
+      for (const b of enc.batches) {
+        const cost = parseMessages(b.buf).slice(1, -1).reduce((sum, x) => sum + replyCost(x.data.length + 16, enc === capped), 0);
+        expect(cost).toBeLessThanOrEqual(budget);
+      }
+    }
+    expect(encodeTransaction(tx, { replyBudget: 1 << 20, capAck: true }).batches).toHaveLength(1);
   });
 
   it('splits into batches of at most maxBatchBytes, between messages, each framed and ACKed last', () => {

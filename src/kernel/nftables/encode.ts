@@ -156,16 +156,19 @@ export interface EncodeOptions {
    * buffer. Default: unlimited.
    */
   replyBudget?: number;
+  /** The socket has NETLINK_CAP_ACK: an error answer does not echo its message (see replyCost). */
+  capAck?: boolean;
 }
 
 /**
  * What the kernel's answer to a failed message of `len` bytes costs in the receive buffer:
- * an skb holding nlmsgerr and the echoed message (netlink_ack without NETLINK_CAP_ACK),
- * allocated in a power-of-two slab or page run, plus the sk_buff. Measured on 6.18: ~768
- * bytes per error for 104-byte messages, ~1280 for 504-byte ones; this errs on the high side.
+ * an skb holding nlmsgerr and the echoed message (netlink_ack without NETLINK_CAP_ACK; with
+ * it, only the message's header: the cost of an empty one), allocated in a power-of-two slab
+ * or page run, plus the sk_buff. Measured on 6.18: ~768 bytes per error for 104-byte
+ * messages, ~1280 for 504-byte ones; this errs on the high side.
  */
-export function replyCost(len: number): number {
-  const n = len + 400;
+export function replyCost(len: number, capAck = false): number {
+  const n = (capAck ? 0 : len) + 400;
   let p = 512;
   while (p < n) p *= 2;
   return p + 512;
@@ -306,6 +309,7 @@ class Batcher {
     readonly replyBudget: number,
     /** A guess of the whole transaction's bytes (small transactions need no big first buffer). */
     readonly sizeHint = Infinity,
+    readonly capAck = false,
   ) {
     this.seq = firstSeq >>> 0;
     this.firstSeq = this.seq;
@@ -324,8 +328,10 @@ class Batcher {
 
   private open(): void {
     // A batch is written in place; it grows (by doubling) past this first guess when it must.
-    // Batches bounded by the reply budget hold at most about a third of it in messages.
-    this.w = new NlWriter(Math.min(this.limit, this.replyBudget / 2, 4 << 20, this.sizeHint) + NLA_MAX_LEN + 4096);
+    // Without NETLINK_CAP_ACK, batches bounded by the reply budget hold at most about a third
+    // of it in messages. A generous guess costs little: the pages of a large buffer that are
+    // never written are never resident.
+    this.w = new NlWriter(Math.min(this.limit, this.capAck ? Infinity : this.replyBudget / 2, this.sizeHint) + NLA_MAX_LEN + 4096);
     this.beginSeq = this.nextSeq(-1);
     const s = this.w.msgBegin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, this.beginSeq, 0, NFNL_SUBSYS_NFTABLES);
     this.w.msgEnd(s);
@@ -365,7 +371,7 @@ class Batcher {
     const seq = this.curSeq;
     const w = this.w;
     w.msgEnd(start);
-    const cost = replyCost(w.off - start);
+    const cost = replyCost(w.off - start, this.capAck);
     if (w.off + 20 > this.limit || this.replyUsed + cost > this.replyBudget) {
       const size = w.off - start;
       if (this.lastMsgOff < 0) {
@@ -449,7 +455,7 @@ class Encoder {
     // ~512 bytes per op and 64 per element is generous; growing past it is fine.
     let hint = 0;
     for (const op of tx.ops) hint += 512 + (op?.op === 'add-elements' && Array.isArray(op.elements) ? op.elements.length * 64 : op?.op === 'delete-elements' && Array.isArray(op.keys) ? op.keys.length * 64 : 0);
-    this.b = new Batcher(opts.firstSeq ?? 1, limit, budget, hint);
+    this.b = new Batcher(opts.firstSeq ?? 1, limit, budget, hint, opts.capAck === true);
   }
 
   run(): EncodedTransaction {

@@ -18,18 +18,26 @@
  * op table the encoder returns: O(1) per reply.
  *
  * Size: one sendmsg is at most the socket's send buffer (SO_SNDBUF, capped by the kernel at
- * 2 × net.core.wmem_max; nft raises it with SO_SNDBUFFORCE, which node-netlink cannot
- * set). A transaction larger than that is sent as consecutive batches, cut between messages:
+ * 2 × net.core.wmem_max: 425,984 bytes with Debian's default wmem_max, less than a full sync
+ * of 1,000 Services). Like nft, the executor raises it with SO_SNDBUFFORCE (and the receive
+ * buffer with SO_RCVBUFFORCE; CAP_NET_ADMIN, which the agent has) and sets NETLINK_CAP_ACK, so
+ * that an error answer does not echo its message: then a transaction of up to
+ * FORCED_SEND_BUFFER bytes is one batch, one atomic kernel transaction — a full resync's
+ * flushes and the rules and elements that refill them commit together. node-netlink has no
+ * setter for these nor gives its fd: `open` finds the socket's fd among the fds that appeared
+ * while it opened it (native tuneNetlinkSocket). Where that fails (no CAP_NET_ADMIN), or a
+ * transaction is larger still, it is sent as consecutive batches, cut between messages:
  * each batch is atomic, the transaction as a whole is not. When batch k fails, batches before
  * it stay applied and the error says so (context: batch, appliedOps). `maxBatchBytes` reports
- * the limit in force.
+ * the limit in force, `atomicBuffers` whether the forced sizes took.
  */
+import { readdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorMap } from 'node:util';
 import { RawNetlinkSocket } from 'netlink';
 import { ErrorCodes, PodnetError } from '../../util/errors.js';
 import type { ErrorContext } from '../../util/errors.js';
-import { nativeCall } from '../native.js';
+import { native, nativeCall } from '../native.js';
 import type { NetNS } from '../netns.js';
 import type { NftBaseChain, NftFamily, NftSet } from './ast.js';
 import { decodeChain, decodeSet } from './decode.js';
@@ -65,6 +73,12 @@ import type { NftTransaction } from './ops.js';
 export const DEFAULT_NFT_TIMEOUT_MS = 30_000;
 /** What we ask SO_SNDBUF / SO_RCVBUF for; the kernel caps it at 2 × wmem_max / rmem_max. */
 export const DEFAULT_SOCKET_BUFFER = 64 << 20;
+/**
+ * What SO_SNDBUFFORCE / SO_RCVBUFFORCE ask for (the kernel doubles it): a limit, not an
+ * allocation — the kernel allocates a batch's skb when it is sent, and receive memory only
+ * while answers wait. 256 MiB of batch; answers to ~250,000 failed messages.
+ */
+export const FORCED_SOCKET_BUFFER = 128 << 20;
 const DUMP_RETRIES = 8;
 
 export interface NftExecutorOptions {
@@ -73,6 +87,12 @@ export interface NftExecutorOptions {
   recvBufferBytes?: number;
   /** Cut batches at this size (default: what the send buffer allows). */
   maxBatchBytes?: number;
+}
+
+/** Socket settings `open` made past the sysctl limits (see the file comment). */
+interface ForcedBuffers {
+  sndbuf: number;
+  rcvbuf: number;
 }
 
 /** What the last apply() did. */
@@ -128,6 +148,33 @@ interface KernelError {
 
 const cacheKey = (family: NftFamily, table: string) => `${family} ${table}`;
 
+function openFds(): Set<number> | undefined {
+  try {
+    return new Set(readdirSync('/proc/self/fd').map(Number));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * SO_SNDBUFFORCE / SO_RCVBUFFORCE / NETLINK_CAP_ACK on the socket just opened, found among
+ * the fds that appeared while it was (see the file comment); undefined when that cannot be
+ * done (no CAP_NET_ADMIN, no native addon, sizes given by the caller).
+ */
+function forceBuffers(sock: RawNetlinkSocket, before: Set<number> | undefined, opts: NftExecutorOptions): ForcedBuffers | undefined {
+  if (!before || opts.sendBufferBytes !== undefined || opts.recvBufferBytes !== undefined) return undefined;
+  const after = openFds();
+  if (!after) return undefined;
+  const fresh = [...after].filter((fd) => !before.has(fd));
+  try {
+    const r = native().tuneNetlinkSocket(fresh, NETLINK_NETFILTER, sock.address().port, FORCED_SOCKET_BUFFER, FORCED_SOCKET_BUFFER, true);
+    return r ? { sndbuf: r.sndbuf, rcvbuf: r.rcvbuf } : undefined;
+  } catch {
+    // EPERM without CAP_NET_ADMIN: the sysctl-limited sizes and multi-batch transactions
+    return undefined;
+  }
+}
+
 export class NftExecutor {
   /** The namespace the socket lives in; undefined = the namespace the process started in. */
   readonly netns: NetNS | undefined;
@@ -135,6 +182,8 @@ export class NftExecutor {
   readonly maxBatchBytes: number;
   /** Receive buffer space the answers to one batch may take (see encode.ts replyCost). */
   readonly replyBudget: number;
+  /** True when the socket's buffers were forced past the sysctl limits and errors come without the echoed message (NETLINK_CAP_ACK). */
+  readonly atomicBuffers: boolean;
   timeoutMs: number;
   lastApply: NftApplyStats | undefined;
   private readonly sock: NftSocket;
@@ -145,19 +194,23 @@ export class NftExecutor {
   /** Set definitions per table (`family table`): what add-elements / delete-elements need to encode keys. */
   private readonly sets = new Map<string, Map<string, SetInfo>>();
 
-  private constructor(sock: NftSocket, netns: NetNS | undefined, opts: NftExecutorOptions) {
+  private constructor(sock: NftSocket, netns: NetNS | undefined, opts: NftExecutorOptions, forced?: ForcedBuffers) {
     this.sock = sock;
     this.netns = netns;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_NFT_TIMEOUT_MS;
-    sock.setSendBufferSize?.(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER);
-    sock.setRecvBufferSize?.(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER);
+    this.atomicBuffers = !!forced;
+    if (!forced) {
+      // (SO_SNDBUF / SO_RCVBUF after a forced size would cap it at the sysctl limit again)
+      sock.setSendBufferSize?.(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER);
+      sock.setRecvBufferSize?.(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER);
+    }
     // netlink_sendmsg refuses len > sk_sndbuf - 32; keep a little more room.
-    const sndbuf = sock.getSendBufferSize?.() ?? Infinity;
+    const sndbuf = forced?.sndbuf ?? sock.getSendBufferSize?.() ?? Infinity;
     this.maxBatchBytes = Math.max(64 << 10, Math.min(opts.maxBatchBytes ?? Infinity, sndbuf - 256));
     // Room for the answers if every message of a batch failed, less what the last message's
     // ACK and the fence's answer need: an overflow would lose answers, and node-netlink
     // aborts the process on the socket error that follows (PollHandler, ErrnoException(NULL)).
-    const rcvbuf = sock.getRecvBufferSize?.() ?? Infinity;
+    const rcvbuf = forced?.rcvbuf ?? sock.getRecvBufferSize?.() ?? Infinity;
     this.replyBudget = Math.max(64 << 10, rcvbuf - (32 << 10));
     this.seq = (Math.floor(Math.random() * 0x7fffffff) + 1) >>> 0;
     sock.on('message', (buf) => this.onBuffer(buf));
@@ -167,8 +220,10 @@ export class NftExecutor {
   /** Opens a NETLINK_NETFILTER socket inside `netns` (or in the current namespace). */
   static open(netns?: NetNS, opts: NftExecutorOptions = {}): NftExecutor {
     const make = () => new RawNetlinkSocket(NETLINK_NETFILTER);
+    const before = openFds();
     const sock = netns ? nativeCall('opening an nf_tables netlink socket', { netns: netns.label }, () => netns.run(make)) : make();
-    return new NftExecutor(sock as unknown as NftSocket, netns, opts);
+    const forced = forceBuffers(sock, before, opts);
+    return new NftExecutor(sock as unknown as NftSocket, netns, opts, forced);
   }
 
   /** An executor over an already-open socket (tests use a fake one). */
@@ -430,7 +485,7 @@ export class NftExecutor {
     const firstSeq = this.seq;
     let enc: EncodedTransaction;
     try {
-      enc = encodeTransaction(tx, { sets, firstSeq, maxBatchBytes: this.maxBatchBytes, replyBudget: this.replyBudget });
+      enc = encodeTransaction(tx, { sets, firstSeq, maxBatchBytes: this.maxBatchBytes, replyBudget: this.replyBudget, capAck: this.atomicBuffers });
     } catch (e) {
       if (e instanceof PodnetError) Object.assign(e.context, { netns: this.label });
       throw e;

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { NftFamily, NftTable } from '../../kernel/nftables/ast.js';
 import type { NftTransaction } from '../../kernel/nftables/ops.js';
 import { PodnetError, ErrorCodes } from '../../util/errors.js';
-import { silentLogger, type Logger } from '../../util/log.js';
+import { PassThrough } from 'node:stream';
+import { createLogger, silentLogger, type Logger } from '../../util/log.js';
 import { buildSnapshot } from '../snapshot.js';
 import { createNftablesMode, opsAround, type NftExecutorLike } from './index.js';
 import { planTable } from './plan.js';
@@ -152,6 +153,23 @@ describe('nftables ProxyMode', () => {
     const r = await m.sync([snapshot4()], new Set());
     expect(r.full).toBe(true);
     expect(canonOf(fake, 'ip')).toBe(simCanon(simFrom(planTable(snapshot4()).table)));
+  });
+
+  it('warns when a transaction went in several batches (not atomic), not when it went in one', async () => {
+    const fake = new FakeExecutor();
+    let batches = 1;
+    Object.defineProperty(fake, 'lastApply', { get: () => ({ encodeMs: 1, kernelMs: 2, batches, bytes: 1234 }) });
+    const out = new PassThrough();
+    const lines: Record<string, unknown>[] = [];
+    out.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)));
+    const m = createNftablesMode({ log: createLogger({ level: 'warn', destination: out }), openExecutor: () => fake });
+    await m.sync([snapshot4()], undefined);
+    batches = 3;
+    await m.sync([snapshot4()], undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 'warn', family: 'ip', full: true, batches: 3, bytes: 1234 });
+    expect(String(lines[0]!.msg)).toMatch(/several batches, not atomically.*wmem_max/);
   });
 
   it('opsAround numbers the script lines and marks the failing one', () => {

@@ -31,7 +31,7 @@ export interface NftExecutorLike {
   deleteTable(family: NftFamily, name: string): Promise<unknown>;
   close?(): unknown;
   /** How the last apply went (NftExecutor: encoding and kernel time), for the debug log. */
-  readonly lastApply?: { encodeMs: number; kernelMs: number } | undefined;
+  readonly lastApply?: { encodeMs: number; kernelMs: number; batches?: number; bytes?: number } | undefined;
 }
 
 export interface NftablesModeOptions {
@@ -121,7 +121,12 @@ export function createNftablesMode(o: NftablesModeOptions): ProxyMode {
     // Where a sync's time went: applyMs is encodeMs (netlink messages) + kernelMs (nf_tables works inside sendmsg).
     const ms = (x: number) => Math.round(x * 100) / 100;
     const la = tx.ops.length ? nft.lastApply : undefined;
-    const split = la ? { encodeMs: ms(la.encodeMs), kernelMs: ms(la.kernelMs) } : {};
+    const split = la ? { encodeMs: ms(la.encodeMs), kernelMs: ms(la.kernelMs), ...(la.batches !== undefined ? { batches: la.batches } : {}) } : {};
+    if (la?.batches !== undefined && la.batches > 1) {
+      // Each batch is its own kernel transaction: between them the table is half written (a
+      // full sync's flushed chains before their rules come back). See executor.ts "Size".
+      log.warn({ family: tx.family, full: !partial, ops: tx.ops.length, batches: la.batches, bytes: la.bytes }, 'nftables proxy transaction was applied in several batches, not atomically: the socket buffers could not be raised past net.core.wmem_max (CAP_NET_ADMIN needed)');
+    }
     log.debug({ family: tx.family, full: !partial, ops: tx.ops.length, written, removed, planMs: ms(t1 - t0), transactionMs: ms(t2 - t1), applyMs: ms(t3 - t2), ...split }, 'nftables proxy rules applied');
     return { servicesWritten: written, servicesRemoved: removed, full: !partial };
   }
