@@ -299,7 +299,7 @@ export class Proxier {
       this.collectPending = false;
       this.lastCollect = now;
       const r = collect();
-      if (r) this.o.log.debug({ mode: this.o.mode.name, ms: r.ms, heapBeforeMB: r.beforeMB, heapAfterMB: r.afterMB, committedBeforeMB: r.committedBeforeMB, committedAfterMB: r.committedAfterMB }, 'heap collected after a large proxy sync');
+      if (r) this.o.log.debug({ mode: this.o.mode.name, ms: r.ms, heapBeforeMB: r.beforeMB, heapAfterMB: r.afterMB, committedBeforeMB: r.committedBeforeMB, committedAfterMB: r.committedAfterMB, collections: r.collections, compacted: r.compacted }, 'heap collected after a large proxy sync');
     };
     setTimeout(attempt, 0).unref();
   }
