@@ -485,6 +485,10 @@ else if (await insideOwnNetns(import.meta.url, 'nftexec')) {
     // SO_SNDBUFFORCE (2 x net.core.wmem_max): the flushes and the refill commit together.
     const wmemMax = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
     t.ok(bnft.atomicBuffers, 'the socket buffers were forced past the sysctl limits');
+    // Another socket of this process in a namespace with one already (ports repeat across namespaces).
+    const again = open(big);
+    t.ok(again.atomicBuffers, 'so were those of a second socket in the same namespace');
+    again.close();
     t.ok(s2.bytes > 2 * wmemMax, `the resync (${(s2.bytes / 1e6).toFixed(1)} MB) is larger than 2 x net.core.wmem_max (${wmemMax})`);
     t.equal(s2.batches, 1, 'the resync went in one batch');
     // So a resync that fails at its last op changes nothing: not a chain flushed, not an element gone.

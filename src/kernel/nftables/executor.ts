@@ -24,14 +24,14 @@
  * that an error answer does not echo its message: then a transaction of up to
  * FORCED_SEND_BUFFER bytes is one batch, one atomic kernel transaction — a full resync's
  * flushes and the rules and elements that refill them commit together. node-netlink has no
- * setter for these nor gives its fd: `open` finds the socket's fd among the fds that appeared
- * while it opened it (native tuneNetlinkSocket). Where that fails (no CAP_NET_ADMIN), or a
+ * setter for these nor gives its fd: `open` finds it among the fds that appeared while it
+ * opened the socket (native tuneNetlinkSocket). Where that fails (no CAP_NET_ADMIN), or a
  * transaction is larger still, it is sent as consecutive batches, cut between messages:
  * each batch is atomic, the transaction as a whole is not. When batch k fails, batches before
  * it stay applied and the error says so (context: batch, appliedOps). `maxBatchBytes` reports
  * the limit in force, `atomicBuffers` whether the forced sizes took.
  */
-import { readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorMap } from 'node:util';
 import { RawNetlinkSocket } from 'netlink';
@@ -148,25 +148,33 @@ interface KernelError {
 
 const cacheKey = (family: NftFamily, table: string) => `${family} ${table}`;
 
-function openFds(): Set<number> | undefined {
+/**
+ * The fds open before a socket is opened, less the one it will most likely get: the lowest
+ * free fd (a listing of /proc/self/fd holds that very number open while it reads).
+ */
+function fdsBefore(): Set<number> | undefined {
   try {
-    return new Set(readdirSync('/proc/self/fd').map(Number));
+    const fds = new Set(readdirSync('/proc/self/fd').map(Number));
+    const next = openSync('/dev/null', 'r');
+    closeSync(next);
+    fds.delete(next);
+    return fds;
   } catch {
     return undefined;
   }
 }
 
 /**
- * SO_SNDBUFFORCE / SO_RCVBUFFORCE / NETLINK_CAP_ACK on the socket just opened, found among
- * the fds that appeared while it was (see the file comment); undefined when that cannot be
- * done (no CAP_NET_ADMIN, no native addon, sizes given by the caller).
+ * SO_SNDBUFFORCE / SO_RCVBUFFORCE / NETLINK_CAP_ACK on the socket just opened (see the file
+ * comment), found among the fds that appeared while it was opened as the NETLINK_NETFILTER
+ * socket bound to its port (ports are not unique across namespaces: the first socket of a
+ * process in each namespace gets the pid). Undefined when that cannot be done (no
+ * CAP_NET_ADMIN, no native addon, not exactly one match, sizes given by the caller).
  */
 function forceBuffers(sock: RawNetlinkSocket, before: Set<number> | undefined, opts: NftExecutorOptions): ForcedBuffers | undefined {
   if (!before || opts.sendBufferBytes !== undefined || opts.recvBufferBytes !== undefined) return undefined;
-  const after = openFds();
-  if (!after) return undefined;
-  const fresh = [...after].filter((fd) => !before.has(fd));
   try {
+    const fresh = readdirSync('/proc/self/fd').map(Number).filter((fd) => !before.has(fd));
     const r = native().tuneNetlinkSocket(fresh, NETLINK_NETFILTER, sock.address().port, FORCED_SOCKET_BUFFER, FORCED_SOCKET_BUFFER, true);
     return r ? { sndbuf: r.sndbuf, rcvbuf: r.rcvbuf } : undefined;
   } catch {
@@ -220,7 +228,7 @@ export class NftExecutor {
   /** Opens a NETLINK_NETFILTER socket inside `netns` (or in the current namespace). */
   static open(netns?: NetNS, opts: NftExecutorOptions = {}): NftExecutor {
     const make = () => new RawNetlinkSocket(NETLINK_NETFILTER);
-    const before = openFds();
+    const before = fdsBefore();
     const sock = netns ? nativeCall('opening an nf_tables netlink socket', { netns: netns.label }, () => netns.run(make)) : make();
     const forced = forceBuffers(sock, before, opts);
     return new NftExecutor(sock as unknown as NftSocket, netns, opts, forced);
