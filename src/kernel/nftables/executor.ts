@@ -22,7 +22,7 @@
  * of 1,000 Services). Like nft, the executor raises it with SO_SNDBUFFORCE (and the receive
  * buffer with SO_RCVBUFFORCE; CAP_NET_ADMIN, which the agent has) and sets NETLINK_CAP_ACK, so
  * that an error answer does not echo its message: then a transaction of up to
- * FORCED_SEND_BUFFER bytes is one batch, one atomic kernel transaction — a full resync's
+ * 2 × FORCED_SOCKET_BUFFER bytes is one batch, one atomic kernel transaction — a full resync's
  * flushes and the rules and elements that refill them commit together. node-netlink has no
  * setter for these nor gives its fd: `open` finds it among the fds that appeared while it
  * opened the socket (native tuneNetlinkSocket). Where that fails (no CAP_NET_ADMIN), or a
