@@ -9,4 +9,4 @@ import { vmSkipReason } from './lib.js';
 
 const skip = await vmSkipReason();
 if (skip) t.test('ipvs proxy', { skip }, async () => undefined);
-else if (await insideOwnNetns(import.meta.url, 'px-ipvs')) await proxySuite(t, { mode: 'ipvs', ipv6: true, nftables: false });
+else if (await insideOwnNetns(import.meta.url, 'px-ipvs')) await proxySuite(t, { mode: 'ipvs', ipv6: true, nftables: false, slowdown: 3 });

@@ -55,6 +55,13 @@ export interface ProxySuiteOptions {
    * rule and the mode's own foreign state (IPVS service) still are.
    */
   nftables?: boolean;
+  /**
+   * How many times longer than on the host a probe waits for an answer it expects (default
+   * 1). The vm tier's one-CPU UML guest stalls for seconds when the host's other tiers are
+   * busy: CI saw a connection's data arrive there and its FIN not within 2 s. Windows in
+   * which an answer must not come (drops) are not scaled.
+   */
+  slowdown?: number;
 }
 
 /** What differs between modes: how their kernel state looks. Each gets a node namespace. */
@@ -243,10 +250,14 @@ export async function probeMain(a: ProbeArgs): Promise<ProbeResult[] | undefined
       };
       if (a.proto === 'tcp') {
         let data = '';
+        let dataMs: number | undefined;
         const s = net.connect({ host: a.host, port: a.port, ...(a.sourcePort ? { localPort: a.sourcePort } : {}) });
         const close = () => s.destroy();
-        timer = setTimeout(() => done({ err: data ? 'timeout-after-data' : 'timeout' }, close), a.timeoutMs);
-        s.on('data', (d) => (data += String(d)));
+        timer = setTimeout(() => done({ err: data ? `timeout-after-data (data at ${dataMs} ms, no FIN)` : 'timeout' }, close), a.timeoutMs);
+        s.on('data', (d) => {
+          dataMs ??= Date.now() - t0;
+          data += String(d);
+        });
         s.on('end', () => done({ reply: data.trim() }, close));
         s.on('error', (e: NodeJS.ErrnoException) => done({ err: e.code ?? String(e) }, close));
       } else {
@@ -479,8 +490,10 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
     new Set(
       JSON.parse(String((await inNs(nodeOf(node).netns.path, 'ip', ['-j', 'addr', 'show'])).stdout) as string).flatMap((l: { addr_info: { local: string }[] }) => l.addr_info.map((a) => a.local)),
     );
-  const tcp = (from: From, host: string, port: number, n = 1, timeoutMs = 2000) => probe(from.path, { host, port, proto: 'tcp', n, timeoutMs });
-  const udp = (from: From, host: string, port: number, n = 1, timeoutMs = 2000) => probe(from.path, { host, port, proto: 'udp', n, timeoutMs });
+  /** How long to wait for an answer that should come (ms on the host, scaled by o.slowdown). */
+  const answer = (ms: number) => ms * (o.slowdown ?? 1);
+  const tcp = (from: From, host: string, port: number, n = 1, timeoutMs = answer(2000)) => probe(from.path, { host, port, proto: 'tcp', n, timeoutMs });
+  const udp = (from: From, host: string, port: number, n = 1, timeoutMs = answer(2000)) => probe(from.path, { host, port, proto: 'udp', n, timeoutMs });
   const hostPort = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
   /** `podnet trace` run from the test's own namespace (on the underlay: it reaches the api and every agent). */
   const traceCli = async (args: string[]) => {
@@ -626,7 +639,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   await feature('load spread: 100 connections reach each of 3 endpoints', async (t) => {
     for (const fam of fams) {
       for (const from of [fromPod('cl-1'), fromNode('n3'), fromClient]) {
-        const r = tally(await tcp(from, vip('web', fam), 80, 100, 1000));
+        const r = tally(await tcp(from, vip('web', fam), 80, 100, answer(1000)));
         t.same(r.errors, [], `${from.what}: 100 connections to ${vip('web', fam)} all answered`);
         t.ok(['web-1', 'web-2', 'web-3'].every((p) => (r.pods.get(p) ?? 0) >= 1), `${from.what}: every endpoint hit (${show(r.pods)})`);
       }
@@ -682,7 +695,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   await feature('sessionAffinity ClientIP: 20 connections from one client hit one endpoint', async (t) => {
     for (const fam of fams) {
       for (const from of [fromPod('cl-1'), fromNode('n2'), fromClient]) {
-        const r = tally(await tcp(from, vip('aff', fam), 80, 20, 1000));
+        const r = tally(await tcp(from, vip('aff', fam), 80, 20, answer(1000)));
         t.ok(r.errors.length === 0 && r.pods.size === 1, `${from.what} -> aff ${vip('aff', fam)}: ${show(r.pods)} ${r.errors.join(' ')}`);
       }
     }
@@ -728,7 +741,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
   await feature('internalTrafficPolicy Local: only local endpoints answer; a node without one does not reach the Service', async (t) => {
     for (const fam of fams) {
       for (const [from, want] of [[fromPod('cl-2'), 'itp-1'], [fromPod('cl-3'), 'itp-2'], [fromNode('n2'), 'itp-1']] as const) {
-        const r = tally(await tcp(from, vip('itp', fam), 80, 20, 1000));
+        const r = tally(await tcp(from, vip('itp', fam), 80, 20, answer(1000)));
         t.ok(r.errors.length === 0 && r.pods.size === 1 && r.pods.has(want), `${from.what} -> itp ${vip('itp', fam)}: only ${want} (${show(r.pods)} ${r.errors.join(' ')})`);
       }
       for (const from of [fromPod('cl-1'), fromNode('n1')]) {
@@ -868,14 +881,14 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       t.same(await cond(), { ready: false, serving: true, terminating: true }, 'its endpoint: ready false, serving true, terminating true');
       for (const fam of fams) {
         await new Promise((r) => setTimeout(r, 300));
-        const r = tally(await tcp(fromPod('cl-1'), vip('tm', fam), 80, 20, 1000));
+        const r = tally(await tcp(fromPod('cl-1'), vip('tm', fam), 80, 20, answer(1000)));
         t.ok(r.errors.length === 0 && r.pods.size === 1 && r.pods.has('tm-1'), `while tm-1 is ready, only tm-1 answers ${vip('tm', fam)} (${show(r.pods)} ${r.errors.join(' ')})`);
       }
       await relabel('tm-1', { app: 'tm-off' });
       for (const fam of fams) {
         for (const from of [fromPod('cl-1'), fromNode('n2')]) {
           const ok = async () => {
-            const r = tally(await tcp(from, vip('tm', fam), 80, 5, 1000));
+            const r = tally(await tcp(from, vip('tm', fam), 80, 5, answer(1000)));
             return r.pods.size === 1 && r.pods.get('tm-2') === 5 ? r : undefined;
           };
           const r = await waitFor(ok, 10_000, 'tm-2 to serve').catch(() => undefined);
@@ -907,8 +920,8 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       const result = JSON.parse(r.stdout || '{}') as TraceResultJson;
       const pods = [...new Set((result.paths ?? []).map((p) => p.verdict.pod?.replace(/^default\//, '')).filter((x): x is string => !!x))].sort();
       // The real connection (a delivered one is tried up to 3 times: a slow guest can lose a first UDP datagram to neighbour resolution).
-      let real = c.proto === 'tcp' ? await tcp(c.from_, c.host, c.port, 1, 1500) : await udp(c.from_, c.host, c.port, 1, 1500);
-      for (let i = 0; i < 2 && c.verdict === 'Delivered' && !parseReply(real[0]?.reply); i++) real = c.proto === 'tcp' ? await tcp(c.from_, c.host, c.port, 1, 2000) : await udp(c.from_, c.host, c.port, 1, 2000);
+      let real = c.proto === 'tcp' ? await tcp(c.from_, c.host, c.port, 1, answer(1500)) : await udp(c.from_, c.host, c.port, 1, answer(1500));
+      for (let i = 0; i < 2 && c.verdict === 'Delivered' && !parseReply(real[0]?.reply); i++) real = c.proto === 'tcp' ? await tcp(c.from_, c.host, c.port, 1, answer(2000)) : await udp(c.from_, c.host, c.port, 1, answer(2000));
       const answered = parseReply(real[0]?.reply);
       t.equal(result.verdict?.kind, c.verdict, `${c.what}: trace --from ${c.from} --to ${c.to} → ${result.verdict?.kind} (${result.verdict?.reason ?? r.stderr}) in ${result.tookMs} ms`);
       t.equal(r.exitCode, c.verdict === 'Delivered' ? 0 : 1, `${c.what}: exit status ${r.exitCode}`);
