@@ -14,8 +14,11 @@ import { startAgent } from './lib/agents.js';
 import type { AgentProcess } from './lib/agents.js';
 
 const skip = skipReason();
-const AGENTS = 20;
-const CIDR = '10.244.0.0/19'; // 32 subnets of /24
+// 12 node processes claiming at once still race (the test counts the lost races); 20 took
+// over 60 s of a 2-core machine beside the vm tier.
+const AGENTS = 12;
+const SUBNETS = 16;
+const CIDR = '10.244.0.0/20'; // 16 subnets of /24
 
 if (skip) {
   t.test('subnet leases', { skip }, async () => undefined);
@@ -38,7 +41,6 @@ if (skip) {
   const agents = await Promise.all(cluster.nodes.map((n) => startAgent(scope, n, api, { clusterCidr: CIDR })));
 
   await t.test(`${AGENTS} agents registering at once get ${AGENTS} distinct subnets`, async (t) => {
-    // 20 node processes starting at once on 2 cores, beside the vm tier: over 60 s once.
     const cidrs = await waitFor(async () => {
       const all = await Promise.all(names.map(podCIDR));
       return all.every(Boolean) ? (all as string[]) : undefined;
@@ -65,15 +67,15 @@ if (skip) {
   });
 
   await t.test('an exhausted cluster CIDR: a clear refusal; a deleted Node frees its subnet', async (t) => {
-    // Fill the 12 free subnets with Nodes of no agent.
+    // Fill the free subnets with Nodes of no agent.
     const held = new Set(await Promise.all(names.map(podCIDR)));
-    const free = Array.from({ length: 32 }, (_, i) => `10.244.${i}.0/24`).filter((c) => !held.has(c));
-    t.equal(free.length, 32 - AGENTS, `${free.length} subnets left`);
+    const free = Array.from({ length: SUBNETS }, (_, i) => `10.244.${i}.0/24`).filter((c) => !held.has(c));
+    t.equal(free.length, SUBNETS - AGENTS, `${free.length} subnets left`);
     for (const [i, c] of free.entries()) {
       const r = await api.call('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: `filler-${i}` }, spec: { podCIDR: c, podCIDRs: [c] } });
       t.equal(r.status, 201, `filler-${i} holds ${c}`);
     }
-    // n20 loses its Node (and with it its subnet), which a filler takes: n20 finds none.
+    // The last agent's node loses its Node (and with it its subnet), which a filler takes: n20 finds none.
     const a = agents[AGENTS - 1]!;
     const freed = await podCIDR(a.node.name);
     await a.kill('SIGKILL');
@@ -81,7 +83,7 @@ if (skip) {
     t.equal((await api.call('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: 'filler-last' }, spec: { podCIDR: freed, podCIDRs: [freed] } })).status, 201, `filler-last takes ${freed}`);
     const fresh = await startAgent(scope, a.node, api, { clusterCidr: CIDR });
     t.not(await exited(fresh), 0, 'an agent with no subnet left exits non-zero');
-    t.match(fresh.logs(), /PODNET_IPAM_EXHAUSTED: cluster CIDR 10\.244\.0\.0\/19 has no free \/24 subnet left for node n20/, 'and says why');
+    t.match(fresh.logs(), new RegExp(`PODNET_IPAM_EXHAUSTED: cluster CIDR 10\\.244\\.0\\.0/20 has no free /24 subnet left for node ${a.node.name}\\b`), 'and says why');
     // The filler goes: its subnet is free again and the agent gets it.
     t.equal((await api.call('DELETE', '/api/v1/nodes/filler-last')).status, 200, 'filler-last deleted');
     await fresh.restart();
