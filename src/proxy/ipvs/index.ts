@@ -14,6 +14,9 @@
  * - A partial sync plans only the changed service ports and diffs them against the model of
  *   what the last sync installed: only their virtual servers, real servers, VIPs and set
  *   entries change.
+ * - Graceful termination (kube-proxy's): a TCP real server whose endpoint went away while
+ *   it still has connections is set to weight 0 instead of deleted, and deleted once its
+ *   connections are gone (checked every drainCheckMs, and by every full sync).
  * - cleanup() removes podnet's virtual servers, the dummy device (its VIPs go with it),
  *   podnet's chains and the jumps to them, and podnet's sets, in both families.
  */
@@ -32,7 +35,10 @@ import {
   DUMMY_DEVICE,
   PlanIndex,
   cleanupRules,
+  destKey,
   diff,
+  drainRemovals,
+  drains,
   emptyState,
   ipPortEntry,
   merge,
@@ -45,12 +51,19 @@ import {
   setName,
   vsId,
 } from './plan.js';
-import type { IpvsOp, IpvsState, Touched, VirtualServer } from './plan.js';
+import type { IpvsOp, IpvsState, RealServer, Touched, VirtualServer } from './plan.js';
 
 export interface IpvsModeOptions {
   /** Program this network namespace instead of the current one. */
   netns?: NetNS;
   log: Logger;
+  /**
+   * How often the real servers kept draining (weight 0, see plan.ts drainRemovals) are
+   * checked: each one whose connections are all gone is deleted. Default 15 s (kube-proxy
+   * checks every minute). A TCP connection stays in IPVS's table as inactive for its
+   * TIME_WAIT, 2 minutes after it closed.
+   */
+  drainCheckMs?: number;
 }
 
 /** What the last successful sync did (logs, tests). */
@@ -59,6 +72,8 @@ export interface IpvsSyncReport {
   ops: number;
   /** Operations by kind: `add-service` -> 3 ... */
   byOp: Record<string, number>;
+  /** Real servers kept at weight 0 until their connections end (all, after this sync). */
+  draining: number;
   ms: number;
 }
 
@@ -95,6 +110,17 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
   let nodes = '';
   let needFull = true;
   let report: IpvsSyncReport | undefined;
+  /** destKey of each real server kept draining (weight 0 in the kernel and in `installed`). */
+  let draining = new Set<string>();
+  const drainCheckMs = o.drainCheckMs ?? 15_000;
+  let drainTimer: NodeJS.Timeout | undefined;
+  /** Syncs, cleanup and the drain check run one at a time. */
+  let busy: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const p = busy.then(fn);
+    busy = p.catch(() => undefined);
+    return p;
+  };
 
   async function handles(): Promise<{ ipvs: Ipvs; nl: Netlink }> {
     nl ??= Netlink.open(o.netns);
@@ -103,6 +129,8 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
   }
 
   function close(): void {
+    clearTimeout(drainTimer);
+    drainTimer = undefined;
     ipvs?.close();
     nl?.close();
     ipvs = undefined;
@@ -138,7 +166,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
   }
 
   /** podnet's part of the kernel state, as an IpvsState. */
-  async function observe(h: { ipvs: Ipvs; nl: Netlink }, families: readonly Family[], desired: IpvsState): Promise<IpvsState> {
+  async function observe(h: { ipvs: Ipvs; nl: Netlink }, families: readonly Family[], desired: IpvsState, connections: Map<string, number>): Promise<IpvsState> {
     const out = emptyState();
     const link = await h.nl.links.get(DUMMY_DEVICE);
     if (link) for (const a of await h.nl.addrs.list({ dev: link.index })) if (families.includes(a.family) && a.scope !== SCOPE_LINK) out.vips.add(a.ip);
@@ -149,6 +177,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     ours.forEach((s, i) => {
       const v = fromKernel(s, dests[i]!);
       out.virtualServers.set(v.id, v);
+      for (const d of dests[i]!) connections.set(destKey(v.id, d), d.activeConns + d.inactiveConns);
     });
     return out;
   }
@@ -206,14 +235,17 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     const next = planSnapshots(snapshots);
     const desired = next.state();
     await ensureInfra(h, snapshots);
-    const observed = await observe(h, families, desired);
-    const ops = diff(desired, observed);
+    const connections = new Map<string, number>();
+    const observed = await observe(h, families, desired, connections);
+    const d = drainRemovals(desired, diff(desired, observed), (k) => connections.get(k));
+    const ops = d.ops;
     await apply(h, ops);
     const removed = [...index.keys()].filter((k) => !next.has(k)).length;
     index = next;
-    installed = desired;
+    installed = d.desired;
     nodes = JSON.stringify(snapshots.map((s) => nodeKey(s.node)));
-    report = { full: true, ops: ops.length, byOp: count(ops), ms: performance.now() - t0 };
+    startDraining(new Set(d.draining), d.draining, connections);
+    report = { full: true, ops: ops.length, byOp: count(ops), draining: draining.size, ms: performance.now() - t0 };
     log.debug({ mode: 'ipvs', ...report }, 'ipvs full sync');
     return { servicesWritten: [...next.keys()].length, servicesRemoved: removed, full: true };
   }
@@ -239,83 +271,155 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
         }
       }
     }
-    const desired = index.state(touched);
-    const ops = diff(desired, restrict(installed, touched));
+    const planned = index.state(touched);
+    const raw = diff(planned, restrict(installed, touched));
+    const connections = await connectionsOf(h, raw, planned);
+    const d = drainRemovals(planned, raw, (k) => connections.get(k));
+    const ops = d.ops;
     await apply(h, ops);
-    merge(installed, desired, touched);
-    report = { full: false, ops: ops.length, byOp: count(ops), ms: performance.now() - t0 };
+    merge(installed, d.desired, touched);
+    const keep = new Set([...draining].filter((k) => !touched.virtualServers.has(k.slice(0, k.indexOf('|')))));
+    for (const k of d.draining) keep.add(k);
+    startDraining(keep, d.draining, connections);
+    report = { full: false, ops: ops.length, byOp: count(ops), draining: draining.size, ms: performance.now() - t0 };
     log.debug({ mode: 'ipvs', ...report }, 'ipvs partial sync');
     return { servicesWritten: written, servicesRemoved: removed, full: false };
+  }
+
+  /** Active + inactive connections of the real servers the ops would delete from TCP virtual servers that stay. */
+  async function connectionsOf(h: { ipvs: Ipvs }, ops: readonly IpvsOp[], desired: IpvsState): Promise<Map<string, number>> {
+    const vss = new Map<string, VirtualServer>();
+    for (const x of ops) if (x.op === 'del-dest' && drains(x.vs.protocol) && desired.virtualServers.has(x.vs.id)) vss.set(x.vs.id, x.vs);
+    const out = new Map<string, number>();
+    await inChunks(
+      [...vss.values()].map((vs) => async () => {
+        for (const d of await h.ipvs.listDests(spec(vs))) out.set(destKey(vs.id, d), d.activeConns + d.inactiveConns);
+      }),
+    );
+    return out;
+  }
+
+  /** Takes the new set of draining real servers; logs those that started; (re)arms the check. */
+  function startDraining(next: Set<string>, started: readonly string[], connections: ReadonlyMap<string, number>): void {
+    for (const k of started) if (!draining.has(k)) log.debug({ mode: 'ipvs', realServer: k, connections: connections.get(k) }, 'ipvs real server draining: weight 0 until its connections end');
+    draining = next;
+    if (draining.size && !drainTimer) {
+      drainTimer = setTimeout(() => void serial(checkDraining), drainCheckMs);
+      drainTimer.unref();
+    }
+  }
+
+  /** Deletes each draining real server whose connections are gone (or that is gone already). */
+  async function checkDraining(): Promise<void> {
+    drainTimer = undefined;
+    if (!draining.size || !ipvs || needFull) return;
+    const h = ipvs;
+    const byVs = new Map<string, string[]>();
+    for (const k of draining) {
+      const id = k.slice(0, k.indexOf('|'));
+      byVs.set(id, [...(byVs.get(id) ?? []), k]);
+    }
+    const left = new Set(draining);
+    try {
+      for (const [id, keys] of byVs) {
+        const vs = installed.virtualServers.get(id);
+        if (!vs) {
+          for (const k of keys) left.delete(k);
+          continue;
+        }
+        const dests = new Map((await h.listDests(spec(vs))).map((d) => [destKey(id, d), d]));
+        const gone = new Set<string>();
+        for (const k of keys) {
+          const d = dests.get(k);
+          if (d && d.activeConns + d.inactiveConns > 0) continue;
+          if (d) await h.deleteDest(spec(vs), d);
+          gone.add(k);
+          left.delete(k);
+          log.debug({ mode: 'ipvs', realServer: k }, 'ipvs drained real server deleted');
+        }
+        if (gone.size) installed.virtualServers.set(id, { ...vs, realServers: vs.realServers.filter((r: RealServer) => !gone.has(destKey(id, r))) });
+      }
+    } catch (e) {
+      // The model may be off: the next sync re-reads the kernel (and drains or deletes again).
+      needFull = true;
+      log.warn({ mode: 'ipvs', err: e }, 'checking the draining ipvs real servers failed; the next sync is full');
+    }
+    draining = left;
+    startDraining(left, [], new Map());
   }
 
   return {
     name: 'ipvs',
 
-    async sync(snapshots, changed) {
-      const full = needFull || changed === undefined || JSON.stringify(snapshots.map((s) => nodeKey(s.node))) !== nodes;
-      try {
-        const r = full ? await fullSync(snapshots) : await partialSync(snapshots, changed!);
-        needFull = false;
-        return r;
-      } catch (e) {
-        // The model may be off now: the next sync re-reads the kernel.
-        needFull = true;
-        throw e;
-      }
-    },
-
-    async cleanup() {
-      needFull = true;
-      const problems: unknown[] = [];
-      const step = async (fn: () => Promise<unknown>) => {
+    sync: (snapshots, changed) =>
+      serial(async () => {
+        const full = needFull || changed === undefined || JSON.stringify(snapshots.map((s) => nodeKey(s.node))) !== nodes;
         try {
-          await fn();
+          const r = full ? await fullSync(snapshots) : await partialSync(snapshots, changed!);
+          needFull = false;
+          return r;
         } catch (e) {
-          problems.push(e);
+          // The model may be off now: the next sync re-reads the kernel.
+          needFull = true;
+          throw e;
         }
-      };
-      let h: { ipvs: Ipvs | undefined; nl: Netlink };
-      try {
-        const opened = await handles();
-        h = opened;
-      } catch (e) {
-        // No IPVS in this kernel: nothing of ours can be in its table.
-        if (!isPodnetError(e, ErrorCodes.UNSUPPORTED)) throw e;
-        nl ??= Netlink.open(o.netns);
-        h = { ipvs: undefined, nl };
-      }
-      await step(async () => {
-        if (!h.ipvs) return;
-        const state = emptyState();
-        const link = await h.nl.links.get(DUMMY_DEVICE);
-        if (link) for (const a of await h.nl.addrs.list({ dev: link.index })) state.vips.add(a.ip);
-        state.sets = await setMembers(FAMILIES.map((f) => setName('NODEPORTS', f)));
-        const ipvsH = h.ipvs;
-        const ours = (await ipvsH.listServices()).filter((s) => isOurs(s, state, installed));
-        await inChunks(ours.map((s) => () => ipvsH.deleteService(s)));
-      });
-      await step(() => h.nl.links.delete(DUMMY_DEVICE));
-      for (const f of FAMILIES) {
-        await step(async () => {
-          const script = cleanupRules(await savedRules(f));
-          if (script) await iptablesRestore(f, script, `removing the IPVS mode's iptables rules (IPv${f})`, exec);
-        });
-      }
-      await step(async () => {
-        const existing = new Set(await ipsetNames(exec));
-        const ours = FAMILIES.flatMap((f) => setDefs(f).map((d) => d.name)).filter((n) => existing.has(n));
-        await ipsetDestroy(ours, 'destroying the IPVS mode ipsets', exec);
-      });
-      index = new PlanIndex();
-      installed = emptyState();
-      close();
-      if (problems.length) throw problems[0];
-    },
+      }),
+
+    cleanup: () => serial(cleanupNow),
 
     lastSync: () => report,
     model: () => installed,
     close,
   };
+
+  async function cleanupNow(): Promise<void> {
+    needFull = true;
+    draining = new Set();
+    const problems: unknown[] = [];
+    const step = async (fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (e) {
+        problems.push(e);
+      }
+    };
+    let h: { ipvs: Ipvs | undefined; nl: Netlink };
+    try {
+      const opened = await handles();
+      h = opened;
+    } catch (e) {
+      // No IPVS in this kernel: nothing of ours can be in its table.
+      if (!isPodnetError(e, ErrorCodes.UNSUPPORTED)) throw e;
+      nl ??= Netlink.open(o.netns);
+      h = { ipvs: undefined, nl };
+    }
+    await step(async () => {
+      if (!h.ipvs) return;
+      const state = emptyState();
+      const link = await h.nl.links.get(DUMMY_DEVICE);
+      if (link) for (const a of await h.nl.addrs.list({ dev: link.index })) state.vips.add(a.ip);
+      state.sets = await setMembers(FAMILIES.map((f) => setName('NODEPORTS', f)));
+      const ipvsH = h.ipvs;
+      const ours = (await ipvsH.listServices()).filter((s) => isOurs(s, state, installed));
+      await inChunks(ours.map((s) => () => ipvsH.deleteService(s)));
+    });
+    await step(() => h.nl.links.delete(DUMMY_DEVICE));
+    for (const f of FAMILIES) {
+      await step(async () => {
+        const script = cleanupRules(await savedRules(f));
+        if (script) await iptablesRestore(f, script, `removing the IPVS mode's iptables rules (IPv${f})`, exec);
+      });
+    }
+    await step(async () => {
+      const existing = new Set(await ipsetNames(exec));
+      const ours = FAMILIES.flatMap((f) => setDefs(f).map((d) => d.name)).filter((n) => existing.has(n));
+      await ipsetDestroy(ours, 'destroying the IPVS mode ipsets', exec);
+    });
+    index = new PlanIndex();
+    installed = emptyState();
+    close();
+    if (problems.length) throw problems[0];
+  }
 }
 
 /** A virtual server is podnet's when its address is one of podnet's VIPs, or a recorded NodePort. */

@@ -9,7 +9,7 @@ import { svc, slice } from './testdata/fixtures.js';
 import type { EndpointSlice, Service } from '../../client/types.js';
 import { buildSnapshot } from '../snapshot.js';
 import type { ProxyNodeConfig } from '../types.js';
-import { PlanIndex, cleanupRules, diff, emptyState, merge, missingJumps, planPort, planRules, planSnapshots, renderOps, renderState, restrict } from './plan.js';
+import { PlanIndex, cleanupRules, destKey, diff, drainRemovals, emptyState, merge, missingJumps, planPort, planRules, planSnapshots, renderOps, renderState, restrict } from './plan.js';
 import type { Touched } from './plan.js';
 
 const node4: ProxyNodeConfig = { nodeName: 'n1', family: 4, nodeIPs: ['198.18.0.1'], clusterCIDR: '10.244.0.0/16' };
@@ -363,6 +363,66 @@ describe('diff: operations and their order', () => {
       `),
     );
     expect(diff(before, planSnapshots([snap([webSvc], [slice('web', two, http)])]).state())).toEqual([]);
+  });
+});
+
+describe('drainRemovals: graceful termination of TCP real servers', () => {
+  const one = [{ ip: '10.244.1.5', node: 'n1' }];
+  const before = () => planSnapshots([snap([webSvc], [slice('web', two, http)])]).state();
+  const after = () => planSnapshots([snap([webSvc], [slice('web', one, http)])]).state();
+  const gone = { address: '10.244.2.5', port: 8080 };
+  const rsOf = (s: ReturnType<typeof before>, id: string) => s.virtualServers.get(id)!.realServers.map((r) => `${r.address}:${r.port} w${r.weight}`);
+
+  it('a removed real server with connections goes to weight 0 and stays; one without is deleted', () => {
+    const want = after();
+    const conns = new Map([
+      [destKey('TCP 10.96.0.10:80', gone), 3],
+      [destKey('TCP 198.18.0.1:30080', gone), 0],
+    ]);
+    const d = drainRemovals(want, diff(want, before()), (k) => conns.get(k));
+    expect(renderOps(d.ops)).toBe(
+      golden(`
+        update-dest TCP 10.96.0.10:80 -> 10.244.2.5:8080 w0
+        del-dest TCP 198.18.0.1:30080 -> 10.244.2.5:8080
+      `),
+    );
+    expect(d.draining).toEqual(['TCP 10.96.0.10:80|10.244.2.5/8080']);
+    // The model holds what the kernel does; the planned state itself is not changed.
+    expect(rsOf(d.desired, 'TCP 10.96.0.10:80')).toEqual(['10.244.1.5:8080 w1', '10.244.2.5:8080 w0']);
+    expect(rsOf(d.desired, 'TCP 198.18.0.1:30080')).toEqual(['10.244.1.5:8080 w1']);
+    expect(rsOf(want, 'TCP 10.96.0.10:80')).toEqual(['10.244.1.5:8080 w1']);
+  });
+
+  it('unknown connections count as some; at weight 0 already it needs no operation; without connections it is deleted', () => {
+    const want = after();
+    const first = drainRemovals(want, diff(want, before()), () => undefined);
+    expect(renderOps(first.ops)).toMatch(/^update-dest TCP 10\.96\.0\.10:80 -> 10\.244\.2\.5:8080 w0\nupdate-dest TCP 198\.18\.0\.1:30080 -> 10\.244\.2\.5:8080 w0$/);
+    // The next sync still sees connections: nothing to do. Then they are gone: deleted.
+    expect(drainRemovals(want, diff(want, first.desired), () => 2).ops).toEqual([]);
+    expect(renderOps(drainRemovals(want, diff(want, first.desired), () => 0).ops)).toBe(
+      golden(`
+        del-dest TCP 10.96.0.10:80 -> 10.244.2.5:8080
+        del-dest TCP 198.18.0.1:30080 -> 10.244.2.5:8080
+      `),
+    );
+    // The endpoint comes back while draining: its weight is set back to 1.
+    expect(renderOps(diff(before(), first.desired))).toBe(
+      golden(`
+        update-dest TCP 10.96.0.10:80 -> 10.244.2.5:8080 w1
+        update-dest TCP 198.18.0.1:30080 -> 10.244.2.5:8080 w1
+      `),
+    );
+  });
+
+  it('UDP real servers and whole virtual servers are deleted at once', () => {
+    const dns = (eps: { ip: string; node: string }[]) =>
+      planSnapshots([snap([svc('dns', { clusterIP: '10.96.0.53', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] })], [slice('dns', eps, [{ name: 'dns', port: 5353, protocol: 'UDP' }])])]).state();
+    const want = dns(one);
+    const d = drainRemovals(want, diff(want, dns(two)), () => 5);
+    expect(renderOps(d.ops)).toBe('del-dest UDP 10.96.0.53:53 -> 10.244.2.5:5353');
+    expect(d.draining).toEqual([]);
+    const none = emptyState();
+    expect(renderOps(drainRemovals(none, diff(none, before()), () => 5).ops)).toMatch(/^del-service TCP 10\.96\.0\.10:80\ndel-service TCP 198\.18\.0\.1:30080\n/);
   });
 });
 

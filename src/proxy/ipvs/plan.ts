@@ -382,7 +382,7 @@ export type IpvsOp =
   | { op: 'del-entry'; set: string; entry: string };
 
 const sameService = (a: VirtualServer, b: VirtualServer) => a.scheduler === b.scheduler && (a.persistentTimeout ?? 0) === (b.persistentTimeout ?? 0);
-const rsKey = (r: RealServer) => `${r.address}/${r.port}`;
+const rsKey = (r: Pick<RealServer, 'address' | 'port'>) => `${r.address}/${r.port}`;
 
 /**
  * The operations that turn `observed` into `desired`, in a safe order:
@@ -432,6 +432,58 @@ export function diff(desired: IpvsState, observed: IpvsState): IpvsOp[] {
   }
   for (const [id, vs] of sorted(observed.virtualServers)) if (!desired.virtualServers.has(id)) delServices.push({ op: 'del-service', vs });
   return [...addEntries, ...addVipEntries, ...addVips, ...upserts, ...delDests, ...delServices, ...delVips, ...delVipEntries, ...delEntries];
+}
+
+// ---- graceful termination
+
+/**
+ * Protocols whose removed real servers drain (kube-proxy's graceful termination): TCP. A UDP
+ * or SCTP real server is deleted at once; its stale UDP conntrack entries are cleared.
+ */
+const DRAINS: ReadonlySet<string> = new Set(['TCP']);
+export const drains = (protocol: L4Protocol): boolean => DRAINS.has(protocol);
+
+/** A real server of a virtual server: `TCP 10.96.0.10:80|10.244.1.5/8080`. */
+export const destKey = (vsId: string, rs: Pick<RealServer, 'address' | 'port'>): string => `${vsId}|${rsKey(rs)}`;
+
+/**
+ * Graceful termination, as kube-proxy's IPVS mode does it: a TCP real server leaving a
+ * virtual server that stays is set to weight 0 (no new connections) and kept while it has
+ * connections, instead of deleted. With expire_nodest_conn=1, deleting it drops the next
+ * packet of each of its connections and expires them: a reply already in flight (the FIN
+ * after the data) never arrives. `ops` is diff(desired, observed); `connections` gives a
+ * real server's active + inactive connections (undefined: unknown, counted as some).
+ * Returns the ops with those del-dest turned into update-dest (weight 0, when not already),
+ * and `desired` with the kept real servers at weight 0 (the model of what the kernel holds).
+ */
+export function drainRemovals(desired: IpvsState, ops: readonly IpvsOp[], connections: (key: string) => number | undefined): { ops: IpvsOp[]; desired: IpvsState; draining: string[] } {
+  const out: IpvsOp[] = [];
+  const kept = new Map<string, RealServer[]>();
+  const draining: string[] = [];
+  for (const x of ops) {
+    if (x.op !== 'del-dest' || !drains(x.vs.protocol) || !desired.virtualServers.has(x.vs.id)) {
+      out.push(x);
+      continue;
+    }
+    const key = destKey(x.vs.id, x.rs);
+    if ((connections(key) ?? 1) === 0) {
+      out.push(x);
+      continue;
+    }
+    const rs = { address: x.rs.address, port: x.rs.port, weight: 0 };
+    if (x.rs.weight !== 0) out.push({ op: 'update-dest', vs: desired.virtualServers.get(x.vs.id)!, rs });
+    kept.set(x.vs.id, [...(kept.get(x.vs.id) ?? []), rs]);
+    draining.push(key);
+  }
+  if (!kept.size) return { ops: out, desired, draining };
+  // The planned virtual servers are shared with the plan index: copies get the kept ones.
+  const virtualServers = new Map(desired.virtualServers);
+  for (const [id, extra] of kept) {
+    const vs = virtualServers.get(id)!;
+    const realServers = [...vs.realServers, ...extra].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+    virtualServers.set(id, { ...vs, realServers });
+  }
+  return { ops: out, desired: { ...desired, virtualServers }, draining };
 }
 
 function sorted<V>(m: Map<string, V>): [string, V][] {
