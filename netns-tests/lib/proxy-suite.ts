@@ -803,9 +803,9 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
 
   // =======================================================================================
   await feature('endpoint changes follow: 3 -> 1 -> 3 endpoints, network programming latency', async (t) => {
-    const w = watcher(fromPod('cl-1'), { host: vip('sc', 4), port: 80, proto: 'tcp', timeoutMs: 1000, gapMs: 10 });
+    const w = watcher(fromPod('cl-1'), { host: vip('sc', 4), port: 80, proto: 'tcp', timeoutMs: answer(1000), gapMs: 10 });
     const seen = (since: number) => tally(w.results.filter((r) => r.t > since));
-    await waitFor(() => seen(0).pods.size === 3, 10_000, 'the three sc endpoints to answer').catch(() => undefined);
+    await waitFor(() => seen(0).pods.size === 3, answer(10_000), 'the three sc endpoints to answer').catch(() => undefined);
     t.equal(seen(0).pods.size, 3, `3 endpoints answer (${show(seen(0).pods)})`);
     const figures: string[] = [];
 
@@ -818,7 +818,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       const tail = after.slice(-20);
       return tail.length === 20 && tail.every((r) => parseReply(r.reply)?.pod === 'sc-1');
     };
-    await waitFor(onlyOne, 10_000, '20 consecutive connections to reach only sc-1').catch(() => undefined);
+    await waitFor(onlyOne, answer(10_000), '20 consecutive connections to reach only sc-1').catch(() => undefined);
     t.ok(onlyOne(), `after scaling to 1, only sc-1 answers (since the change: ${show(seen(tDown).pods)})`);
     if (hooks.realServers) {
       // Graceful termination: a removed endpoint's real server stays at weight 0 while its
@@ -836,7 +836,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
       const t0 = Date.now();
       await relabel(pod, { app: 'sc' });
       const first = () => w.results.find((r) => r.t > t0 && parseReply(r.reply)?.pod === pod);
-      await waitFor(first, 10_000, `${pod} to answer again`).catch(() => undefined);
+      await waitFor(first, answer(10_000), `${pod} to answer again`).catch(() => undefined);
       const f = first();
       t.ok(f, `${pod} is back among the endpoints${f ? ` (${f.t - t0} ms after the API write)` : ''}`);
       if (f) figures.push(`+${pod}: first answer through the VIP ${f.t - t0} ms after the API write`);
@@ -856,7 +856,7 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
     const from = fromPod('cl-1');
     const host = vip('us', 4);
     const sourcePort = 40123;
-    const send = () => probe(from.path, { host, port: 80, proto: 'udp', n: 1, timeoutMs: 1000, sourcePort }).then((r) => r[0]!);
+    const send = () => probe(from.path, { host, port: 80, proto: 'udp', n: 1, timeoutMs: answer(1000), sourcePort }).then((r) => r[0]!);
     const first = await send();
     const x = parseReply(first.reply)?.pod;
     t.ok(x === 'us-1' || x === 'us-2', `the UDP flow from ${from.what} port ${sourcePort} reaches ${x ?? first.err}`);
@@ -868,20 +868,20 @@ export async function proxySuite(t: Test, o: ProxySuiteOptions): Promise<void> {
     const t1 = Date.now();
     await relabel(x, { app: 'us-off' });
     const moved = () => w.results.find((r) => r.t > t1 && parseReply(r.reply)?.pod === y);
-    await waitFor(moved, 10_000, `the flow to reach ${y}`).catch(() => undefined);
+    await waitFor(moved, answer(10_000), `the flow to reach ${y}`).catch(() => undefined);
     const mv = moved();
     t.ok(mv, `the same flow (same source port) reaches ${y} after ${x} left${mv ? `: ${mv.t - t1} ms after the API write` : `; answers since: ${show(tally(w.results.filter((r) => r.t > t1)).pods)}`}`);
     // Zero endpoints: port unreachable.
     const t2 = Date.now();
     await relabel(y, { app: 'us-off' });
     const refused = () => w.results.find((r) => r.t > t2 && r.err === 'ECONNREFUSED');
-    await waitFor(refused, 10_000, 'port unreachable').catch(() => undefined);
+    await waitFor(refused, answer(10_000), 'port unreachable').catch(() => undefined);
     t.ok(refused(), `with no endpoint left the flow gets port unreachable${refused() ? ` (${refused()!.t - t2} ms after the write)` : ''}`);
     // An endpoint appears: the refused flow gets through without waiting for conntrack expiry (30 s+).
     const t3 = Date.now();
     await relabel(x, { app: 'us' });
     const back = () => w.results.find((r) => r.t > t3 && parseReply(r.reply)?.pod === x);
-    await waitFor(back, 10_000, `the flow to reach ${x} again`).catch(() => undefined);
+    await waitFor(back, answer(10_000), `the flow to reach ${x} again`).catch(() => undefined);
     w.stop();
     const bk = back();
     t.ok(bk, `the refused flow reaches ${x} once it is an endpoint again${bk ? `: ${bk.t - t3} ms after the API write` : `; results since: ${w.results.filter((r) => r.t > t3).map((r) => r.err ?? r.reply).slice(-5).join(', ')}`}`);

@@ -304,7 +304,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     for (const k of started) if (!draining.has(k)) log.debug({ mode: 'ipvs', realServer: k, connections: connections.get(k) }, 'ipvs real server draining: weight 0 until its connections end');
     draining = next;
     if (draining.size && !drainTimer) {
-      drainTimer = setTimeout(() => void serial(checkDraining), drainCheckMs);
+      drainTimer = setTimeout(() => void serial(checkDraining).catch((e: unknown) => log.warn({ mode: 'ipvs', err: e }, 'checking the draining ipvs real servers failed')), drainCheckMs);
       drainTimer.unref();
     }
   }
