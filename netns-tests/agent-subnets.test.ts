@@ -75,7 +75,8 @@ if (skip) {
       const r = await api.call('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: `filler-${i}` }, spec: { podCIDR: c, podCIDRs: [c] } });
       t.equal(r.status, 201, `filler-${i} holds ${c}`);
     }
-    // The last agent's node loses its Node (and with it its subnet), which a filler takes: n20 finds none.
+    // The last agent's node loses its Node (and with it its subnet), which a filler takes: its
+    // agent finds none.
     const a = agents[AGENTS - 1]!;
     const freed = await podCIDR(a.node.name);
     await a.kill('SIGKILL');

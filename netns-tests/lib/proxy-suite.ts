@@ -57,9 +57,9 @@ export interface ProxySuiteOptions {
   nftables?: boolean;
   /**
    * How many times longer than on the host a probe waits for an answer it expects (default
-   * 1). The vm tier's one-CPU UML guest stalls for seconds when the host's other tiers are
-   * busy: CI saw a connection's data arrive there and its FIN not within 2 s. Windows in
-   * which an answer must not come (drops) are not scaled.
+   * 1). The vm tier's one-CPU UML guest is slow when the host's other tiers are busy: the
+   * two-ports test took 68 s there in CI and 6 s with the guest alone. Windows in which an
+   * answer must not come (drops) are not scaled.
    */
   slowdown?: number;
 }
