@@ -32,7 +32,7 @@ import { execa } from 'execa';
 import { Ipvs } from '../kernel/ipvs.js';
 import type { IpvsForward, IpvsServiceId } from '../kernel/ipvs.js';
 import { iptablesSave } from '../kernel/iptables.js';
-import { CHAINS, DUMMY_DEVICE, SET_BASES, missingJumps, planRules, planSnapshots, setName, vsId } from '../proxy/ipvs/plan.js';
+import { CHAINS, DUMMY_DEVICE, SET_BASES, byAddressPort, missingJumps, planRules, planSnapshots, setName, vsId } from '../proxy/ipvs/plan.js';
 import type { PlanIndex, SetBase } from '../proxy/ipvs/plan.js';
 import { MASQUERADE_MARK } from '../proxy/types.js';
 import type { ProxySnapshot } from '../proxy/types.js';
@@ -898,7 +898,7 @@ export function kernelIpvsView(o: KernelIpvsViewOptions): IpvsView {
     try {
       const s = await h.getService(id);
       if (!s) return undefined;
-      const dests = (await h.listDests(id)).sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+      const dests = (await h.listDests(id)).sort(byAddressPort);
       const destinations: IpvsViewDestination[] = dests.map((d) => ({ ip: d.address, port: d.port, weight: d.weight, activeConns: d.activeConns, inactiveConns: d.inactiveConns, forward: d.forward }));
       const persistentTimeout = s.persistent ? s.timeout : undefined;
       if (o.snapshot && !origins) origins = originsOf(planSnapshots([o.snapshot]), o.snapshot);

@@ -34,6 +34,7 @@ import type { Family, ProxyMode, ProxyNodeConfig, ProxySnapshot, SyncResult } fr
 import {
   DUMMY_DEVICE,
   PlanIndex,
+  byAddressPort,
   cleanupRules,
   destKey,
   diff,
@@ -440,7 +441,7 @@ function fromKernel(s: IpvsService, dests: readonly { address: string; port: num
     ...(s.persistent ? { persistentTimeout: s.timeout } : {}),
     realServers: dests
       .map((d) => ({ address: d.address, port: d.port, weight: d.weight }))
-      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port)),
+      .sort(byAddressPort),
   };
 }
 

@@ -25,6 +25,9 @@ export interface RealServer {
   weight: number;
 }
 
+/** Real servers in the order a VirtualServer keeps them (and ipvsadm -Ln prints them): by address, then port. */
+export const byAddressPort = (a: Pick<RealServer, 'address' | 'port'>, b: Pick<RealServer, 'address' | 'port'>): number => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port);
+
 export interface VirtualServer {
   /** `TCP 10.96.0.10:53`, `UDP [fd00:10:96::a]:53`: unique, what ipvsadm prints. */
   id: string;
@@ -144,7 +147,7 @@ function realServers(eps: readonly ProxyEndpoint[]): RealServer[] {
     const address = parseIP(e.ip);
     seen.set(`${address}/${e.port}`, { address, port: e.port, weight: 1 });
   }
-  return [...seen.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+  return [...seen.values()].sort(byAddressPort);
 }
 
 /**
@@ -480,7 +483,7 @@ export function drainRemovals(desired: IpvsState, ops: readonly IpvsOp[], connec
   const virtualServers = new Map(desired.virtualServers);
   for (const [id, extra] of kept) {
     const vs = virtualServers.get(id)!;
-    const realServers = [...vs.realServers, ...extra].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+    const realServers = [...vs.realServers, ...extra].sort(byAddressPort);
     virtualServers.set(id, { ...vs, realServers });
   }
   return { ops: out, desired: { ...desired, virtualServers }, draining };
