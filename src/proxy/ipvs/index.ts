@@ -37,6 +37,7 @@ import {
   byAddressPort,
   cleanupRules,
   destKey,
+  destVs,
   diff,
   drainRemovals,
   drains,
@@ -52,7 +53,7 @@ import {
   setName,
   vsId,
 } from './plan.js';
-import type { IpvsOp, IpvsState, RealServer, Touched, VirtualServer } from './plan.js';
+import type { IpvsOp, IpvsState, Touched, VirtualServer } from './plan.js';
 
 export interface IpvsModeOptions {
   /** Program this network namespace instead of the current one. */
@@ -279,7 +280,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     const ops = d.ops;
     await apply(h, ops);
     merge(installed, d.desired, touched);
-    const keep = new Set([...draining].filter((k) => !touched.virtualServers.has(k.slice(0, k.indexOf('|')))));
+    const keep = new Set([...draining].filter((k) => !touched.virtualServers.has(destVs(k))));
     for (const k of d.draining) keep.add(k);
     startDraining(keep, d.draining, connections);
     report = { full: false, ops: ops.length, byOp: count(ops), draining: draining.size, ms: performance.now() - t0 };
@@ -317,7 +318,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
     const h = ipvs;
     const byVs = new Map<string, string[]>();
     for (const k of draining) {
-      const id = k.slice(0, k.indexOf('|'));
+      const id = destVs(k);
       byVs.set(id, [...(byVs.get(id) ?? []), k]);
     }
     const left = new Set(draining);
@@ -338,7 +339,7 @@ export function createIpvsMode(o: IpvsModeOptions): IpvsMode {
           left.delete(k);
           log.debug({ mode: 'ipvs', realServer: k }, 'ipvs drained real server deleted');
         }
-        if (gone.size) installed.virtualServers.set(id, { ...vs, realServers: vs.realServers.filter((r: RealServer) => !gone.has(destKey(id, r))) });
+        if (gone.size) installed.virtualServers.set(id, { ...vs, realServers: vs.realServers.filter((r) => !gone.has(destKey(id, r))) });
       }
     } catch (e) {
       // The model may be off: the next sync re-reads the kernel (and drains or deletes again).

@@ -448,6 +448,8 @@ export const drains = (protocol: L4Protocol): boolean => DRAINS.has(protocol);
 
 /** A real server of a virtual server: `TCP 10.96.0.10:80|10.244.1.5/8080`. */
 export const destKey = (vsId: string, rs: Pick<RealServer, 'address' | 'port'>): string => `${vsId}|${rsKey(rs)}`;
+/** The virtual server id of a destKey. */
+export const destVs = (key: string): string => key.slice(0, key.indexOf('|'));
 
 /**
  * Graceful termination, as kube-proxy's IPVS mode does it: a TCP real server leaving a
